@@ -1,0 +1,251 @@
+"""ResilientClient / AsyncResilientClient: wiring only.
+
+The clients are httpx's own clients with every transport httpx would use (the
+default one built from the client's settings, the user's ``transport=``, every
+``mounts=`` entry and every proxy transport) wrapped in klayengo's stack. All other
+behaviour is httpx's, untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ._core.clock import SYSTEM_CLOCK, Clock
+from ._core.hosts import PolicyResolver
+from ._metrics import create_metrics
+from ._policies import (
+    CachePolicy,
+    CircuitBreakerPolicy,
+    HostPolicy,
+    MetricsPolicy,
+    RateLimitPolicy,
+    RetryPolicy,
+    check_policy,
+)
+from ._transports import breaker as _breaker
+from ._transports._context import LayerContext
+from ._transports.stack import (
+    AsyncStackTransport,
+    StackTransport,
+    build_async_stack,
+    build_stack,
+)
+
+__all__ = ["AsyncResilientClient", "ResilientClient"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT: Any = _Default()
+
+
+def _make_context(
+    *,
+    name: object,
+    retry: Any,
+    breaker: Any,
+    rate_limit: Any,
+    cache: Any,
+    hosts: Mapping[str, HostPolicy] | None,
+    metrics: object,
+    backend: Any,
+    clock: Clock | None,
+) -> LayerContext:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    retry = RetryPolicy() if retry is _DEFAULT else retry
+    breaker = CircuitBreakerPolicy() if breaker is _DEFAULT else breaker
+    check_policy("retry", retry, RetryPolicy)
+    check_policy("breaker", breaker, CircuitBreakerPolicy)
+    check_policy("rate_limit", rate_limit, RateLimitPolicy)
+    check_policy("cache", cache, CachePolicy)
+    resolver = PolicyResolver(
+        retry=retry, breaker=breaker, rate_limit=rate_limit, cache=cache, hosts=hosts
+    )
+    context = LayerContext(name=name, resolver=resolver, clock=clock or SYSTEM_CLOCK)
+    if clock is not None and hasattr(clock, "sleep") and hasattr(clock, "async_sleep"):
+        # A FakeClock: sleeping advances it instead of waiting.
+        context.sleep = clock.sleep
+        context.async_sleep = clock.async_sleep
+    context.backend = backend
+    create_metrics(context, metrics)
+    return context
+
+
+class _ResilientMixin:
+    """Introspection shared by both clients."""
+
+    _klayengo: LayerContext
+
+    @property
+    def klayengo_name(self) -> str:
+        """The client's name (the ``client`` metrics label)."""
+        return self._klayengo.name
+
+    def breaker_state(self, host: str | httpx.URL) -> str:
+        """The breaker state of ``host`` (a ``host[:port]`` key or an origin URL):
+        ``"closed" | "open" | "half_open"``. An unknown host is ``"closed"``.
+        """
+        return _breaker.breaker_state(self._klayengo, host)
+
+    def breaker_snapshot(self) -> Mapping[str, Any]:
+        """A snapshot of every breaker: host key -> ``BreakerSnapshot``."""
+        return _breaker.breaker_snapshot(self._klayengo)
+
+    def reset_breaker(self, host: str | httpx.URL) -> None:
+        """Forget the breaker of ``host``: it starts closed with an empty window."""
+        _breaker.reset_breaker(self._klayengo, host)
+
+
+class ResilientClient(_ResilientMixin, httpx.Client):
+    """A drop-in :class:`httpx.Client` with klayengo's resilience stack.
+
+    Usage::
+
+        with klayengo.ResilientClient(base_url="https://api.example.com") as client:
+            response = client.get("/items")
+
+    Every ``httpx.Client`` argument works unchanged. Besides them:
+
+    Args:
+        name: the ``client`` label in metrics. Default ``"default"``.
+        retry: a :class:`RetryPolicy`; ``None`` disables retries. Default ``RetryPolicy()``.
+        breaker: a :class:`CircuitBreakerPolicy`; ``None`` disables breakers.
+            Default ``CircuitBreakerPolicy()``.
+        rate_limit: a :class:`RateLimitPolicy`, or ``None`` (default) for no limit.
+        cache: a :class:`CachePolicy`, or ``None`` (default) for no cache.
+        hosts: ``{pattern: HostPolicy}`` per-host overrides; the most specific pattern wins.
+        metrics: ``True`` (default) for prometheus_client's default registry, a
+            ``CollectorRegistry``, a :class:`MetricsPolicy`, or ``False`` for none.
+        backend: shared state for several processes (e.g. ``klayengo.RedisBackend``);
+            ``None`` (default) keeps all state in memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        retry: RetryPolicy | None = _DEFAULT,
+        breaker: CircuitBreakerPolicy | None = _DEFAULT,
+        rate_limit: RateLimitPolicy | None = None,
+        cache: CachePolicy | None = None,
+        hosts: Mapping[str, HostPolicy] | None = None,
+        metrics: bool | MetricsPolicy | Any = True,
+        backend: Any = None,
+        _clock: Clock | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._klayengo = _make_context(
+            name=name,
+            retry=retry,
+            breaker=breaker,
+            rate_limit=rate_limit,
+            cache=cache,
+            hosts=hosts,
+            metrics=metrics,
+            backend=backend,
+            clock=_clock,
+        )
+        self._klayengo_stacks: dict[int, StackTransport] = {}
+        super().__init__(**kwargs)
+        # User mounts bypass the _init_* hooks: wrap them here.
+        for pattern, transport in self._mounts.items():
+            if transport is not None and not isinstance(transport, StackTransport):
+                self._mounts[pattern] = self._klayengo_wrap(transport)
+
+    def _klayengo_wrap(self, transport: httpx.BaseTransport) -> StackTransport:
+        # One stack per distinct inner transport: the same object mounted twice is
+        # wrapped once, so it is closed exactly once.
+        found = self._klayengo_stacks.get(id(transport))
+        if found is None or found.inner is not transport:
+            found = build_stack(transport, self._klayengo)
+            self._klayengo_stacks[id(transport)] = found
+        return found
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
+        return self._klayengo_wrap(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
+        return self._klayengo_wrap(super()._init_proxy_transport(*args, **kwargs))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._klayengo.close()
+
+    def __exit__(self, *args: Any) -> None:
+        try:
+            super().__exit__(*args)
+        finally:
+            self._klayengo.close()
+
+
+class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
+    """A drop-in :class:`httpx.AsyncClient` with klayengo's resilience stack.
+
+    Works on asyncio and trio. Takes every ``httpx.AsyncClient`` argument plus the
+    same klayengo arguments as :class:`ResilientClient`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        retry: RetryPolicy | None = _DEFAULT,
+        breaker: CircuitBreakerPolicy | None = _DEFAULT,
+        rate_limit: RateLimitPolicy | None = None,
+        cache: CachePolicy | None = None,
+        hosts: Mapping[str, HostPolicy] | None = None,
+        metrics: bool | MetricsPolicy | Any = True,
+        backend: Any = None,
+        _clock: Clock | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._klayengo = _make_context(
+            name=name,
+            retry=retry,
+            breaker=breaker,
+            rate_limit=rate_limit,
+            cache=cache,
+            hosts=hosts,
+            metrics=metrics,
+            backend=backend,
+            clock=_clock,
+        )
+        self._klayengo_stacks: dict[int, AsyncStackTransport] = {}
+        super().__init__(**kwargs)
+        for pattern, transport in self._mounts.items():
+            if transport is not None and not isinstance(transport, AsyncStackTransport):
+                self._mounts[pattern] = self._klayengo_wrap(transport)
+
+    def _klayengo_wrap(self, transport: httpx.AsyncBaseTransport) -> AsyncStackTransport:
+        found = self._klayengo_stacks.get(id(transport))
+        if found is None or found.inner is not transport:
+            found = build_async_stack(transport, self._klayengo)
+            self._klayengo_stacks[id(transport)] = found
+        return found
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        return self._klayengo_wrap(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        return self._klayengo_wrap(super()._init_proxy_transport(*args, **kwargs))
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            self._klayengo.close()
+
+    async def __aexit__(self, *args: Any) -> None:
+        try:
+            await super().__aexit__(*args)
+        finally:
+            self._klayengo.close()

@@ -1,0 +1,110 @@
+"""What the layers of one client share: policies, clock, sleepers, events, state.
+
+One :class:`LayerContext` exists per client (or per standalone layer). Every stack
+the client builds (its own transport, each mount, each proxy) gets the same
+context, so per-host state (breakers, limiters, retry budgets, the cache) is shared
+by all of them and there is exactly one clock and one metrics sink.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.events import NULL_EVENTS, Events
+from .._core.hosts import PolicyResolver
+from .._policies import (
+    CachePolicy,
+    CircuitBreakerPolicy,
+    HostPolicy,
+    RateLimitPolicy,
+    RetryPolicy,
+)
+
+__all__ = ["LayerContext"]
+
+T = TypeVar("T")
+
+
+class LayerContext:
+    """Shared wiring for the layers of one client.
+
+    Attributes:
+        name: the client's name (the ``client`` metrics label).
+        resolver: the client's policies and ``hosts=`` overrides.
+        clock: monotonic and wall time.
+        sleep: the blocking sleeper (``time.sleep``).
+        async_sleep: the async sleeper (``anyio.sleep``: cancellable, trio-safe).
+        events: where layers report what they did.
+        backend: the shared-state backend (``None``: in-memory state).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        resolver: PolicyResolver | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        events: Events = NULL_EVENTS,
+        backend: Any = None,
+    ) -> None:
+        self.name = name
+        self.resolver = resolver if resolver is not None else PolicyResolver()
+        self.clock = clock
+        self.sleep = sleep
+        self.async_sleep = async_sleep
+        self.events = events
+        self.backend = backend
+        self._shared: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+
+    @classmethod
+    def standalone(
+        cls,
+        *,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreakerPolicy | None = None,
+        rate_limit: RateLimitPolicy | None = None,
+        cache: CachePolicy | None = None,
+        hosts: Mapping[str, HostPolicy] | None = None,
+    ) -> LayerContext:
+        """A context for one layer used on its own with a plain httpx client."""
+        return cls(
+            resolver=PolicyResolver(
+                retry=retry, breaker=breaker, rate_limit=rate_limit, cache=cache, hosts=hosts
+            )
+        )
+
+    def shared(self, key: str, factory: Callable[[], T]) -> T:
+        """Get the per-client object stored under ``key``, creating it once."""
+        found = self._shared.get(key)
+        if found is None:
+            with self._lock:
+                found = self._shared.get(key)
+                if found is None:
+                    found = factory()
+                    self._shared[key] = found
+        return found
+
+    def peek(self, key: str) -> Any:
+        """The object stored under ``key``, or None if no layer created it."""
+        return self._shared.get(key)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the client closes (once)."""
+        with self._lock:
+            self._closers.append(closer)
+
+    def close(self) -> None:
+        with self._lock:
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()

@@ -1,0 +1,113 @@
+"""The one place where the order of the layers lives.
+
+Outermost first::
+
+    metrics ── Cache (+ coalescing) ── Retry (+ budget, deadline)
+            ── CircuitBreaker (per host) ── RateLimit (per host or client) ── inner
+
+Why this order:
+
+- the cache is outermost, so a hit costs no token, no breaker slot and no attempt, and
+  it sees the final outcome of the layers below, so it can serve a stale entry when
+  they all fail (stale-if-error);
+- retry sits outside the breaker, so the breaker counts every attempt and an open
+  breaker fails an attempt fast with ``CircuitOpenError`` (not retried by default);
+- the limiter is innermost, so only real network attempts spend tokens.
+
+A layer is left out entirely when neither the client nor any ``hosts=`` pattern
+enables it, so a disabled layer costs nothing. Every stack of one client (its own
+transport, each mount, each proxy) shares one :class:`LayerContext`.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from .._core.options import EXTENSION_KEY, request_options
+from ._context import LayerContext
+from .breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
+from .cache import AsyncCacheTransport, CacheTransport
+from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
+from .retry import AsyncRetryTransport, RetryTransport
+
+__all__ = ["AsyncStackTransport", "StackTransport", "build_async_stack", "build_stack"]
+
+
+class StackTransport(httpx.BaseTransport):
+    """The top of one client stack: validates per-request options, closes once."""
+
+    def __init__(self, top: httpx.BaseTransport, inner: httpx.BaseTransport) -> None:
+        self._top = top
+        self.inner = inner
+        self._closed = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if EXTENSION_KEY in request.extensions:
+            request_options(request)  # raises TypeError on unknown keys or bad values
+        return self._top.handle_request(request)
+
+    def __enter__(self) -> StackTransport:
+        self.inner.__enter__()
+        return self
+
+    def close(self) -> None:
+        # httpx closes its transport and every mount; one inner transport may sit
+        # under several entries, so closing must be idempotent.
+        if not self._closed:
+            self._closed = True
+            self._top.close()
+
+
+class AsyncStackTransport(httpx.AsyncBaseTransport):
+    """The top of one async client stack: validates per-request options, closes once."""
+
+    def __init__(self, top: httpx.AsyncBaseTransport, inner: httpx.AsyncBaseTransport) -> None:
+        self._top = top
+        self.inner = inner
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if EXTENSION_KEY in request.extensions:
+            request_options(request)
+        return await self._top.handle_async_request(request)
+
+    async def __aenter__(self) -> AsyncStackTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._top.aclose()
+
+
+def build_stack(inner: httpx.BaseTransport, context: LayerContext) -> StackTransport:
+    """Wrap ``inner`` in the layers the context's policies enable."""
+    resolver = context.resolver
+    transport = inner
+    if resolver.any("rate_limit"):
+        transport = RateLimitTransport(transport, _context=context)
+    if resolver.any("breaker"):
+        transport = CircuitBreakerTransport(transport, _context=context)
+    if resolver.any("retry"):
+        transport = RetryTransport(transport, _context=context)
+    if resolver.any("cache"):
+        transport = CacheTransport(transport, _context=context)
+    return StackTransport(transport, inner)
+
+
+def build_async_stack(
+    inner: httpx.AsyncBaseTransport, context: LayerContext
+) -> AsyncStackTransport:
+    """Wrap ``inner`` in the async layers the context's policies enable."""
+    resolver = context.resolver
+    transport = inner
+    if resolver.any("rate_limit"):
+        transport = AsyncRateLimitTransport(transport, _context=context)
+    if resolver.any("breaker"):
+        transport = AsyncCircuitBreakerTransport(transport, _context=context)
+    if resolver.any("retry"):
+        transport = AsyncRetryTransport(transport, _context=context)
+    if resolver.any("cache"):
+        transport = AsyncCacheTransport(transport, _context=context)
+    return AsyncStackTransport(transport, inner)
