@@ -366,3 +366,19 @@ async def test_async_unknown_extension_key() -> None:
     async with client:
         with pytest.raises(TypeError, match="unknown key"):
             await client.get("https://x/", extensions={"klayengo": {"nope": 1}})
+
+
+def test_http2_and_verify_settings_reach_the_default_transport() -> None:
+    pytest.importorskip("h2")
+    with klayengo.ResilientClient(http2=True, http1=False, metrics=False) as client:
+        inner = client._transport.inner  # type: ignore[attr-defined]
+        assert inner._pool._http2 is True and inner._pool._http1 is False
+
+
+@pytest.mark.anyio
+async def test_async_default_transport_settings() -> None:
+    limits = httpx.Limits(max_connections=5)
+    async with klayengo.AsyncResilientClient(limits=limits, metrics=False) as client:
+        inner = client._transport.inner  # type: ignore[attr-defined]
+        assert isinstance(inner, httpx.AsyncHTTPTransport)
+        assert inner._pool._max_connections == 5
