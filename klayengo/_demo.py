@@ -411,7 +411,7 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
             3,
             cacheable,
             "ETag + Last-Modified, max-age; down for a while",
-            "cache, stale-if-error",
+            "cache, stale-if-error; strict breaker",
             phases=cacheable,
             phase_labels=("up", "down", "up"),
             paths=tuple(f"/items/{n}" for n in range(1, CACHEABLE_ITEMS + 1)),
@@ -421,22 +421,25 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
 
 def _host_policies(origins: dict[str, str], duration: float) -> dict[str, HostPolicy]:
     """Per-host policies; ``origins`` maps names to host keys (``127.0.0.1:PORT``)."""
+    # Scaled to the run, so the breakers open and close again within it (the default
+    # policy's 30 s window and open duration would outlast a short demo).
+    strict_breaker = CircuitBreakerPolicy(
+        window=max(1.0, duration / 5),
+        minimum_calls=8,
+        consecutive_failures=5,
+        open_duration=max(0.25, duration * 0.075),
+    )
     return {
         origins["slow"]: HostPolicy(
             retry=RetryPolicy(max_retries=1, backoff_base=0.05, deadline=2.5 * REQUEST_TIMEOUT)
         ),
-        origins["flaky"]: HostPolicy(
-            breaker=CircuitBreakerPolicy(
-                window=max(1.0, duration / 5),
-                minimum_calls=8,
-                consecutive_failures=5,
-                open_duration=max(0.25, duration * 0.075),
-            )
-        ),
+        origins["flaky"]: HostPolicy(breaker=strict_breaker),
         origins["limited"]: HostPolicy(
             rate_limit=RateLimitPolicy(rate=CLIENT_RATE, burst=2, max_wait=0.5)
         ),
-        origins["cacheable"]: HostPolicy(cache=CachePolicy(stale_if_error=2 * duration)),
+        origins["cacheable"]: HostPolicy(
+            cache=CachePolicy(stale_if_error=2 * duration), breaker=strict_breaker
+        ),
     }
 
 
@@ -746,6 +749,12 @@ def _intro(
     out.flush()
 
 
+def _breaker_states(client: ResilientClient, recorder: _Recorder) -> list[str]:
+    # Never under the recorder's lock: reading a state may apply the lazy open ->
+    # half_open transition, whose event the recorder receives (and locks for).
+    return [client.breaker_state(host) for host in list(recorder.hosts)]
+
+
 class _PlainDisplay:
     """Periodic plain lines, no control codes: for CI logs and pipes."""
 
@@ -783,9 +792,11 @@ class _PlainDisplay:
         now: float,
         elapsed: float,
     ) -> None:
+        states = _breaker_states(client, recorder)
         with recorder.lock:
-            for origin, stats in zip(scenario, recorder.hosts.values(), strict=False):
-                state = client.breaker_state(stats.host)
+            for origin, stats, state in zip(
+                scenario, recorder.hosts.values(), states, strict=False
+            ):
                 cells = " ".join(
                     f"{header.replace(chr(10), ' ')} {cell(stats)}"
                     for header, cell in _COUNT_COLUMNS
@@ -820,9 +831,11 @@ class _LiveDisplay:
         table = _rich_table(
             rich, f"klayengo demo  {elapsed:4.1f} / {end - started:g} s", _LIVE_HEADERS
         )
+        states = _breaker_states(client, recorder)
         with recorder.lock:
-            for origin, stats in zip(scenario, recorder.hosts.values(), strict=False):
-                state = client.breaker_state(stats.host)
+            for origin, stats, state in zip(
+                scenario, recorder.hosts.values(), states, strict=False
+            ):
                 name = rich.text.Text(origin.name)
                 name.append(f"\n{origin.phase(now)}", style="dim")
                 badge = rich.text.Text(state, style=_STATE_STYLES.get(state, ""))
