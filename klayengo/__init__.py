@@ -17,6 +17,7 @@ from ._policies import (
     RateLimitPolicy,
     RetryPolicy,
 )
+from ._server import metrics_asgi_app, serve_metrics
 from ._transports.breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from ._transports.cache import AsyncCacheTransport, CacheTransport
 from ._transports.ratelimit import AsyncRateLimitTransport, RateLimitTransport
@@ -44,6 +45,8 @@ __all__ = [
     "ResilientClient",
     "RetryPolicy",
     "RetryTransport",
+    "metrics_asgi_app",
+    "serve_metrics",
 ]
 
 # Public objects report the package as their home, as httpx's do.
