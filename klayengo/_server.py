@@ -147,6 +147,18 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> ASGIApp:
                     return
         if scope.get("type") != "http":
             raise ValueError(f"metrics_asgi_app serves HTTP only, got a {scope.get('type')!r}")
-        await inner(scope, receive, send)
+        # Read the whole request body first (a scrape has none): prometheus_client's
+        # app receives once and would leave a streamed body half read.
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        if message["type"] == "http.disconnect":
+            return
+
+        async def drained() -> MutableMapping[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await inner(scope, drained, send)
 
     return app
