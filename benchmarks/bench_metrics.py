@@ -106,7 +106,10 @@ def _prometheus_children() -> Callable[[int], None]:
         "b_requests", "", ["client", "host", "method", "status_code"], registry=registry
     )
     duration = Histogram(
-        "b_duration_seconds", "", ["client", "host", "method"], buckets=DURATION_BUCKETS,
+        "b_duration_seconds",
+        "",
+        ["client", "host", "method"],
+        buckets=DURATION_BUCKETS,
         registry=registry,
     )
     in_flight = Gauge("b_in_flight", "", ["client", "host"], registry=registry)

@@ -190,3 +190,60 @@ def test_no_info_logs_or_warnings_on_normal_requests(caplog: pytest.LogCaptureFi
     assert loud == []
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("klayengo")]
     assert all("abc" not in m and "pw" not in m for m in ours)
+
+
+def test_counts_are_exact_under_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = CollectorRegistry()
+    threads, per_thread = 8, 250
+    with ResilientClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+        metrics=registry,
+        name="t",
+        retry=None,
+        breaker=None,
+    ) as client:
+
+        def work(i: int) -> None:
+            for j in range(per_thread):
+                client.get(f"http://h{(i + j) % 4}/")
+                client._klayengo.events.retry(f"h{j % 4}", "status", 1, 0.0)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, range(threads)))
+        total = threads * per_thread
+        hosts = [f"h{i}" for i in range(4)]
+        assert (
+            sum(
+                value(registry, "klayengo_requests_total", host=h, method="GET", status_code="200")
+                for h in hosts
+            )
+            == total
+        )
+        assert (
+            sum(
+                value(registry, "klayengo_request_duration_seconds_count", host=h, method="GET")
+                for h in hosts
+            )
+            == total
+        )
+        assert (
+            sum(value(registry, "klayengo_retries_total", host=h, reason="status") for h in hosts)
+            == total
+        )
+        assert all(value(registry, "klayengo_requests_in_flight", host=h) == 0 for h in hosts)
+
+
+def test_the_metrics_layer_needs_a_context_with_metrics() -> None:
+    from klayengo._transports._context import LayerContext
+    from klayengo._transports.metrics import AsyncMetricsTransport, MetricsTransport
+
+    with pytest.raises(ValueError, match="metrics enabled"):
+        MetricsTransport(
+            httpx.MockTransport(lambda r: httpx.Response(200)), _context=LayerContext()
+        )
+    with pytest.raises(ValueError, match="metrics enabled"):
+        AsyncMetricsTransport(
+            httpx.MockTransport(lambda r: httpx.Response(200)), _context=LayerContext()
+        )
