@@ -138,7 +138,11 @@ def _statuses(owner: str, name: str, value: object) -> frozenset[int]:
     for code in value:
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError(f"{owner}.{name} must contain ints, got {code!r} in {value!r}")
-        _check(100 <= code <= 599, owner, name, "status codes between 100 and 599", code)
+        if not 100 <= code <= 599:
+            raise ValueError(
+                f"{owner}.{name} must contain status codes between 100 and 599, "
+                f"got {code!r} in {value!r}"
+            )
         result.add(code)
     return frozenset(result)
 
@@ -150,7 +154,10 @@ def _methods(owner: str, name: str, value: object) -> frozenset[str]:
     for method in value:
         if not isinstance(method, str) or not method or not method.isascii():
             raise TypeError(f"{owner}.{name} must contain method names, got {method!r}")
-        _check(method.isalpha(), owner, name, "alphabetic method names", method)
+        if not method.isalpha():
+            raise ValueError(
+                f"{owner}.{name} must contain alphabetic method names, got {method!r} in {value!r}"
+            )
         result.add(method.upper())
     return frozenset(result)
 

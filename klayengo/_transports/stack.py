@@ -27,6 +27,7 @@ from __future__ import annotations
 import httpx
 
 from .._core.options import EXTENSION_KEY, request_options
+from .._core.report import report
 from ._context import LayerContext
 from .breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from .cache import AsyncCacheTransport, CacheTransport
@@ -48,7 +49,9 @@ class StackTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if EXTENSION_KEY in request.extensions:
             request_options(request)  # raises TypeError on unknown keys or bad values
-        return self._top.handle_request(request)
+        response = self._top.handle_request(request)
+        report(response)  # every response carries extensions["klayengo"]
+        return response
 
     def __enter__(self) -> StackTransport:
         self.inner.__enter__()
@@ -73,7 +76,9 @@ class AsyncStackTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if EXTENSION_KEY in request.extensions:
             request_options(request)
-        return await self._top.handle_async_request(request)
+        response = await self._top.handle_async_request(request)
+        report(response)
+        return response
 
     async def __aenter__(self) -> AsyncStackTransport:
         await self.inner.__aenter__()
