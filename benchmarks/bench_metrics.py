@@ -1,188 +1,174 @@
-"""Per-request cost of klayengo's metrics: on vs off, on httpx.MockTransport.
+"""Benchmark: the per-request cost of klayengo's metrics, on vs off (MockTransport).
 
-Run from the repository root::
+(a) Whole requests through a client with ``metrics=False`` vs metrics into a private
+    ``CollectorRegistry``: sync ``ResilientClient`` and ``AsyncResilientClient`` on
+    asyncio and trio. Retries and breakers are off so only the metrics layer differs;
+    plain httpx is shown for reference.
+(b) The metric update alone, per request: klayengo's in-memory store (what the
+    metrics layer does: in-flight +1/-1, count, observe the duration) vs the same
+    updates through prometheus_client's labelled children, the design klayengo chose
+    not to use; and the cost of one scrape of the registry.
 
-    python -m benchmarks.bench_metrics [--quick]
-
-Two tables:
-
-1. whole requests through a client (sync ``ResilientClient``, asyncio
-   ``AsyncResilientClient``) with ``metrics=False`` and with metrics into a fresh
-   ``CollectorRegistry``; retries and breakers off so only the metrics layer differs;
-   plain ``httpx.Client`` as the reference;
-2. the metric update alone, per request: klayengo's in-memory store (what the metrics
-   layer does) vs the same four updates through prometheus_client's labelled children
-   (``Counter``/``Histogram``/``Gauge``), the design klayengo chose not to use.
-
-Each figure is the median over repeated runs, with the spread (min-max) of those runs;
-ratios are to the baseline measured in the same run.
+Run: ``python -m benchmarks.bench_metrics [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from klayengo import AsyncResilientClient, ResilientClient
+import klayengo
 from klayengo._metrics import DURATION_BUCKETS, ClientMetrics
 
-URL = "http://api.example/items?id=1"
-REQUESTS = 2000
-REPEATS = 9
-UPDATES = 50_000
+from ._common import Stats, bench_async, bench_sync, ratio, table
+
+URL = "https://api.example.com/items?id=1"
 
 
-def _ok(request: httpx.Request) -> httpx.Response:
+def _handler(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
 
-def _measure(run: Callable[[int], None], n: int, repeats: int) -> list[float]:
-    """Microseconds per operation for each of ``repeats`` runs of ``n`` operations."""
-    run(max(1, n // 10))  # warm-up
-    results = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(n)
-        results.append((time.perf_counter() - start) / n * 1e6)
-    return results
+def _kwargs(metrics: object) -> dict[str, Any]:
+    return {
+        "transport": httpx.MockTransport(_handler),
+        "retry": None,
+        "breaker": None,
+        "metrics": metrics,
+        "name": "bench",
+    }
 
 
-def _sync_client(metrics: object | None) -> Callable[[int], None]:
-    transport = httpx.MockTransport(_ok)
-    if metrics is None:
-        client: httpx.Client = httpx.Client(transport=transport)
-    else:
-        client = ResilientClient(
-            transport=transport, metrics=metrics, retry=None, breaker=None, name="bench"
+def _rows(stats: dict[str, Stats], baseline: str) -> list[list[str]]:
+    base = stats[baseline]
+    return [
+        [name, s.cell(), ratio(s, base), f"{s.median - base.median:+.2f}"]
+        for name, s in stats.items()
+    ]
+
+
+def client_overhead(quick: bool) -> str:
+    number = 1_000 if quick else 5_000
+    repeat = 3 if quick else 7
+    off = klayengo.ResilientClient(**_kwargs(False))
+    on = klayengo.ResilientClient(**_kwargs(CollectorRegistry()))
+    plain = httpx.Client(transport=httpx.MockTransport(_handler))
+    rows = _rows(
+        bench_sync(
+            {
+                "sync, metrics=False": lambda: off.get(URL),
+                "sync, metrics on": lambda: on.get(URL),
+                "sync, plain httpx.Client": lambda: plain.get(URL),
+            },
+            number=number,
+            repeat=repeat,
+        ),
+        "sync, metrics=False",
+    )
+    for backend in ("asyncio", "trio"):
+        aoff = klayengo.AsyncResilientClient(**_kwargs(False))
+        aon = klayengo.AsyncResilientClient(**_kwargs(CollectorRegistry()))
+        rows += _rows(
+            bench_async(
+                {
+                    f"{backend}, metrics=False": lambda c=aoff: c.get(URL),  # type: ignore[misc]
+                    f"{backend}, metrics on": lambda c=aon: c.get(URL),  # type: ignore[misc]
+                },
+                number=number,
+                repeat=repeat,
+                backend=backend,
+            ),
+            f"{backend}, metrics=False",
         )
-
-    def run(n: int) -> None:
-        get = client.get
-        for _ in range(n):
-            get(URL)
-
-    return run
-
-
-def _async_client(metrics: object) -> Callable[[int], None]:
-    def run(n: int) -> None:
-        async def main() -> None:
-            async with AsyncResilientClient(
-                transport=httpx.MockTransport(_ok),
-                metrics=metrics,
-                retry=None,
-                breaker=None,
-                name="bench",
-            ) as client:
-                for _ in range(n):
-                    await client.get(URL)
-
-        asyncio.run(main())
-
-    return run
+    return (
+        f"(a) One GET per operation on MockTransport, {number} per repeat, {repeat} repeats; "
+        "retries and breakers off so only the metrics layer differs. Ratio and Δ are against "
+        "`metrics=False` on the same runner. Target: metrics on ≤ 1.10x.\n\n"
+        + table(["client", "µs/request (spread)", "ratio", "Δ µs"], rows)
+    )
 
 
-def _store_updates() -> Callable[[int], None]:
-    store = ClientMetrics("bench")
-    request = httpx.Request("GET", URL)
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            series = store.request_started(request)
-            store.request_response(series, 200, 0.012)
-
-    return run
-
-
-def _prometheus_children() -> Callable[[int], None]:
+def _children() -> Any:
     registry = CollectorRegistry()
     requests = Counter(
         "b_requests", "", ["client", "host", "method", "status_code"], registry=registry
     )
     duration = Histogram(
-        "b_duration_seconds",
+        "b_request_duration_seconds",
         "",
         ["client", "host", "method"],
         buckets=DURATION_BUCKETS,
         registry=registry,
     )
-    in_flight = Gauge("b_in_flight", "", ["client", "host"], registry=registry)
+    in_flight = Gauge("b_requests_in_flight", "", ["client", "host"], registry=registry)
     request = httpx.Request("GET", URL)
 
-    def run(n: int) -> None:
-        for _ in range(n):
-            # The same work per request: label lookups, in-flight +1/-1, count, observe.
-            host = request.url.host
-            gauge = in_flight.labels("bench", host)
-            gauge.inc()
-            gauge.dec()
-            requests.labels("bench", host, request.method, "200").inc()
-            duration.labels("bench", host, request.method).observe(0.012)
+    def update() -> None:
+        host = request.url.host
+        gauge = in_flight.labels("bench", host)
+        gauge.inc()
+        gauge.dec()
+        requests.labels("bench", host, request.method, "200").inc()
+        duration.labels("bench", host, request.method).observe(0.012)
 
-    return run
+    return update
 
 
-def _row(name: str, runs: list[float], base: float) -> str:
-    med = statistics.median(runs)
+def update_cost(quick: bool) -> str:
+    number = 10_000 if quick else 50_000
+    repeat = 3 if quick else 7
+    store = ClientMetrics("bench")
+    request = httpx.Request("GET", URL)
+
+    def ours() -> None:
+        series = store.request_started(request)
+        store.request_response(series, 200, 0.012)
+
+    stats = bench_sync(
+        {
+            "klayengo store (one collector per registry)": ours,
+            "prometheus_client labelled children": _children(),
+        },
+        number=number,
+        repeat=repeat,
+    )
+    # A scrape of a registry holding 100 hosts x 3 methods of one client.
+    registry = CollectorRegistry()
+    with klayengo.ResilientClient(**_kwargs(klayengo.MetricsPolicy(registry=registry))) as c:
+        for i in range(100):
+            for method in ("GET", "POST", "PUT"):
+                c.request(method, f"https://h{i}.example/")
+    scrape = bench_sync(
+        {"scrape (100 hosts x 3 methods)": lambda: generate_latest(registry)},
+        number=5 if quick else 20,
+        repeat=repeat,
+        warmup=2,
+    )
+    rows = _rows(stats, "klayengo store (one collector per registry)")
+    rows.append(
+        [
+            "scrape (100 hosts x 3 methods), µs per scrape",
+            scrape["scrape (100 hosts x 3 methods)"].cell(),
+            "",
+            "",
+        ]
+    )
     return (
-        f"| {name} | {med:.2f} | {min(runs):.2f}-{max(runs):.2f} | {med / base:.2f}x "
-        f"| {med - base:+.2f} |"
+        f"(b) The metric update alone per request ({number} per repeat, {repeat} repeats): "
+        "in-flight +1/-1, request count, duration observation.\n\n"
+        + table(["implementation", "µs (spread)", "ratio", "Δ µs"], rows)
     )
 
 
 def run(quick: bool = False) -> str:
     """Run the benchmark and return its Markdown section."""
-    n = REQUESTS // 4 if quick else REQUESTS
-    repeats = 3 if quick else REPEATS
-    updates = UPDATES // 10 if quick else UPDATES
-
-    httpx_runs = _measure(_sync_client(None), n, repeats)
-    off = _measure(_sync_client(False), n, repeats)
-    on = _measure(_sync_client(CollectorRegistry()), n, repeats)
-    aoff = _measure(_async_client(False), n, repeats)
-    aon = _measure(_async_client(CollectorRegistry()), n, repeats)
-    store = _measure(_store_updates(), updates, repeats)
-    children = _measure(_prometheus_children(), updates, repeats)
-
-    base = statistics.median(off)
-    abase = statistics.median(aoff)
-    sbase = statistics.median(store)
-    lines = [
-        "## Metrics: per-request cost (MockTransport)",
-        "",
-        f"{n} GET requests per run, {repeats} runs; µs per request, median and min-max spread. "
-        "Retries and breakers off, so only the metrics layer differs.",
-        "",
-        "| configuration | µs/request | spread | ratio to metrics off | Δ µs |",
-        "|---|---|---|---|---|",
-        _row("plain httpx.Client", httpx_runs, base),
-        _row("ResilientClient, metrics=False", off, base),
-        _row("ResilientClient, metrics on", on, base),
-        _row("AsyncResilientClient (asyncio), metrics=False", aoff, abase),
-        _row("AsyncResilientClient (asyncio), metrics on", aon, abase),
-        "",
-        f"Metric update alone ({updates} updates per run): µs per request.",
-        "",
-        "| implementation | µs/request | spread | ratio to klayengo's store | Δ µs |",
-        "|---|---|---|---|---|",
-        _row("klayengo store (custom collector)", store, sbase),
-        _row("prometheus_client labelled children", children, sbase),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests and runs")
-    print(run(quick=parser.parse_args().quick))
+    return "\n\n".join(
+        ["## Metrics: per-request cost, on vs off", client_overhead(quick), update_cost(quick)]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    print(run(quick="--quick" in sys.argv[1:]))
