@@ -7,11 +7,15 @@ Two versions:
   ``ResilientClient`` (so the outermost layer counts them) and the other layers' events
   are emitted exactly as those layers emit them, from inside the transport. Always runs.
 - ``test_scripted_scenario_through_the_real_layers``: the same scenario driven through
-  the real cache, retry, breaker and rate-limit layers. Skipped while any of them is
-  still the foundation's placeholder in this branch; valid once they are merged.
+  the real cache, retry, breaker and rate-limit layers; ``test_one_part_through_its_real_layer``
+  runs each part alone. A test is skipped while a layer it needs is still the
+  foundation's placeholder in this branch, and is valid once that layer is merged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
 
 import httpx
 import pytest
@@ -57,53 +61,35 @@ def family_total(registry: CollectorRegistry, family: str) -> float:
     )
 
 
-def check_counts(registry: CollectorRegistry) -> None:
-    def req(host: str, status: str) -> float:
-        return v(registry, "klayengo_requests_total", host=host, method="GET", status_code=status)
+def req(registry: CollectorRegistry, host: str, status: str) -> float:
+    return v(registry, "klayengo_requests_total", host=host, method="GET", status_code=status)
 
-    # cache.test: 1 miss + h hits, all 200.
-    assert req("cache.test", "200") == 1 + H_HITS
+
+def run_cache(client: ResilientClient, clock: FakeClock, registry: CollectorRegistry) -> None:
+    for _ in range(1 + H_HITS):
+        assert client.get("http://cache.test/item").status_code == 200
+
+
+def check_cache(registry: CollectorRegistry) -> None:
+    # 1 miss + h hits, all 200.
+    assert req(registry, "cache.test", "200") == 1 + H_HITS
     assert v(registry, "klayengo_cache_requests_total", host="cache.test", result="miss") == 1
     assert v(registry, "klayengo_cache_requests_total", host="cache.test", result="hit") == H_HITS
-    # retry.test: one logical request, k retries.
-    assert req("retry.test", "200") == 1
-    assert req("retry.test", "503") == 0
+
+
+def run_retry(client: ResilientClient, clock: FakeClock, registry: CollectorRegistry) -> None:
+    assert client.get("http://retry.test/flaky").status_code == 200
+
+
+def check_retry(registry: CollectorRegistry) -> None:
+    # One logical request, k retries.
+    assert req(registry, "retry.test", "200") == 1
+    assert req(registry, "retry.test", "503") == 0
     assert v(registry, "klayengo_retries_total", host="retry.test", reason="status") == K_RETRIES
-    # trip.test: 500, 500 (trip), rejected, then a probe that closes it.
-    assert req("trip.test", "500") == 2
-    assert req("trip.test", "error") == 1
-    assert req("trip.test", "200") == 1
-    assert v(registry, "klayengo_errors_total", host="trip.test", type="circuit_open") == 1
-    assert v(registry, "klayengo_circuit_breaker_rejections_total", host="trip.test") == 1
-    for to_state in ("open", "half_open", "closed"):
-        assert (
-            v(
-                registry,
-                "klayengo_circuit_breaker_transitions_total",
-                host="trip.test",
-                to_state=to_state,
-            )
-            == 1
-        )
-    # limit.test: one admitted, r refused.
-    assert req("limit.test", "200") == 1
-    assert req("limit.test", "error") == R_REJECTED
-    assert v(registry, "klayengo_rate_limited_total", host="limit.test") == R_REJECTED
-    assert (
-        v(registry, "klayengo_errors_total", host="limit.test", type="rate_limited") == R_REJECTED
-    )
-    assert v(registry, "klayengo_rate_limit_wait_seconds_count", host="limit.test") == 1
-    # Totals: N logical requests, nothing else.
-    n = (1 + H_HITS) + 1 + 4 + (1 + R_REJECTED)
-    assert family_total(registry, "klayengo_requests") == n
-    assert family_total(registry, "klayengo_errors") == 1 + R_REJECTED
     assert v(registry, "klayengo_retry_budget_exhausted_total", host="retry.test") == 0
 
 
-def run_scenario(client: ResilientClient, clock: FakeClock, registry: CollectorRegistry) -> None:
-    for _ in range(1 + H_HITS):
-        assert client.get("http://cache.test/item").status_code == 200
-    assert client.get("http://retry.test/flaky").status_code == 200
+def run_breaker(client: ResilientClient, clock: FakeClock, registry: CollectorRegistry) -> None:
     assert state(registry) in (None, 0)
     assert client.get("http://trip.test/").status_code == 500
     assert state(registry) in (None, 0)
@@ -114,11 +100,62 @@ def run_scenario(client: ResilientClient, clock: FakeClock, registry: CollectorR
     assert state(registry) == 1
     clock.advance(31)
     assert client.get("http://trip.test/recovered").status_code == 200
-    assert state(registry) == 0  # half-open probe succeeded: closed
+    assert state(registry) == 0  # the half-open probe succeeded: closed
+
+
+def check_breaker(registry: CollectorRegistry) -> None:
+    # 500, 500 (trip), rejected, then a probe that closes it.
+    assert req(registry, "trip.test", "500") == 2
+    assert req(registry, "trip.test", "error") == 1
+    assert req(registry, "trip.test", "200") == 1
+    assert v(registry, "klayengo_errors_total", host="trip.test", type="circuit_open") == 1
+    assert v(registry, "klayengo_circuit_breaker_rejections_total", host="trip.test") == 1
+    transitions = "klayengo_circuit_breaker_transitions_total"
+    for to_state in ("open", "half_open", "closed"):
+        assert v(registry, transitions, host="trip.test", to_state=to_state) == 1
+
+
+def run_ratelimit(client: ResilientClient, clock: FakeClock, registry: CollectorRegistry) -> None:
     assert client.get("http://limit.test/").status_code == 200
     for _ in range(R_REJECTED):
         with pytest.raises(RateLimitExceeded):
             client.get("http://limit.test/")
+
+
+def check_ratelimit(registry: CollectorRegistry) -> None:
+    # One admitted, r refused.
+    assert req(registry, "limit.test", "200") == 1
+    assert req(registry, "limit.test", "error") == R_REJECTED
+    assert v(registry, "klayengo_rate_limited_total", host="limit.test") == R_REJECTED
+    limited = v(registry, "klayengo_errors_total", host="limit.test", type="rate_limited")
+    assert limited == R_REJECTED
+    assert v(registry, "klayengo_rate_limit_wait_seconds_count", host="limit.test") == 1
+
+
+Step = Callable[[ResilientClient, FakeClock, CollectorRegistry], None]
+#: The scenario's parts: layer module, what to do, what must then be counted, requests
+#: made, exceptions raised, upstream calls.
+PARTS: dict[str, tuple[ModuleType, Step, Callable[[CollectorRegistry], None], int, int, int]] = {
+    "cache": (cache, run_cache, check_cache, 1 + H_HITS, 0, 1),
+    "retry": (retry, run_retry, check_retry, 1, 0, K_RETRIES + 1),
+    "breaker": (breaker, run_breaker, check_breaker, 4, 1, 3),
+    "ratelimit": (ratelimit, run_ratelimit, check_ratelimit, 1 + R_REJECTED, R_REJECTED, 1),
+}
+
+
+def run_parts(
+    names: list[str], client: ResilientClient, clock: FakeClock, registry: CollectorRegistry
+) -> None:
+    for name in names:
+        PARTS[name][1](client, clock, registry)
+
+
+def check_parts(names: list[str], registry: CollectorRegistry) -> None:
+    for name in names:
+        PARTS[name][2](registry)
+    # Totals: exactly the logical requests and errors of these parts, nothing else.
+    assert family_total(registry, "klayengo_requests") == sum(PARTS[n][3] for n in names)
+    assert family_total(registry, "klayengo_errors") == sum(PARTS[n][4] for n in names)
 
 
 def test_scripted_scenario_through_the_events_sink() -> None:
@@ -179,28 +216,24 @@ def test_scripted_scenario_through_the_events_sink() -> None:
         _clock=clock,
     )
     with client:
-        run_scenario(client, clock, registry)
-    check_counts(registry)
+        run_parts(list(PARTS), client, clock, registry)
+    check_parts(list(PARTS), registry)
     assert gauge_after == [1, 2, 0]
     assert (
         v(registry, "klayengo_retries_total", host="retry.test", reason="status") == calls["retry"]
     )
 
 
-PLACEHOLDERS = [
-    m.__name__
-    for m in (cache, retry, breaker, ratelimit)
-    if (m.__doc__ or "").startswith("PLACEHOLDER")
-]
+def placeholder(module: ModuleType) -> bool:
+    return (module.__doc__ or "").startswith("PLACEHOLDER")
 
 
-@pytest.mark.skipif(
-    bool(PLACEHOLDERS),
-    reason=f"needs the real layers; still placeholders in this branch: {PLACEHOLDERS}",
-)
-def test_scripted_scenario_through_the_real_layers() -> None:
+PLACEHOLDERS = [name for name, part in PARTS.items() if placeholder(part[0])]
+
+
+def real_layers_scenario(names: list[str]) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
-    upstream = {"cache": 0, "retry": 0, "trip": 0, "limit": 0}
+    upstream = dict.fromkeys(PARTS, 0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         host = request.url.host
@@ -211,10 +244,10 @@ def test_scripted_scenario_through_the_real_layers() -> None:
             upstream["retry"] += 1
             return httpx.Response(503 if upstream["retry"] <= K_RETRIES else 200)
         if host == "trip.test":
-            upstream["trip"] += 1
+            upstream["breaker"] += 1
             return httpx.Response(200 if request.url.path == "/recovered" else 500)
         if host == "limit.test":
-            upstream["limit"] += 1
+            upstream["ratelimit"] += 1
             return httpx.Response(200)
         raise AssertionError(host)
 
@@ -241,6 +274,30 @@ def test_scripted_scenario_through_the_real_layers() -> None:
         hosts=hosts,
         _clock=clock,
     ) as client:
-        run_scenario(client, clock, registry)
-    check_counts(registry)
-    assert upstream == {"cache": 1, "retry": K_RETRIES + 1, "trip": 3, "limit": 1}
+        run_parts(names, client, clock, registry)
+    check_parts(names, registry)
+    assert upstream == {name: PARTS[name][5] if name in names else 0 for name in PARTS}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(
+                placeholder(part[0]), reason=f"the {name} layer is still a placeholder here"
+            ),
+        )
+        for name, part in PARTS.items()
+    ],
+)
+def test_one_part_through_its_real_layer(name: str) -> None:
+    real_layers_scenario([name])
+
+
+@pytest.mark.skipif(
+    bool(PLACEHOLDERS),
+    reason=f"needs every real layer; still placeholders in this branch: {PLACEHOLDERS}",
+)
+def test_scripted_scenario_through_the_real_layers() -> None:
+    real_layers_scenario(list(PARTS))
