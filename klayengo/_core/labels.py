@@ -194,6 +194,6 @@ class HostLabels:
                 return found
             if len(self._labels) >= self.max_hosts:
                 return OTHER_HOST
-            found = safe_label(host.lower())
+            found = safe_label(str(host).lower())
             self._labels[host] = found
             return found

@@ -223,3 +223,24 @@ def test_a_dropped_registry_takes_its_collector_along() -> None:
     del registry
     gc.collect()
     assert len(_COLLECTORS) == n - 1
+
+
+def test_breaker_gauge_is_not_reported_for_hosts_folded_into_other() -> None:
+    registry = CollectorRegistry()
+    policy = MetricsPolicy(registry=registry, max_hosts=1)
+    with ResilientClient(metrics=policy, name="fold") as client:
+        events = client._klayengo.events
+        events.breaker_transition("a.example", "closed", "open")
+        events.breaker_transition("b.example", "closed", "open")  # past max_hosts
+        events.breaker_transition("c.example", "closed", "open")
+        events.breaker_transition("c.example", "open", "half_open")
+        gauge = {"client": "fold", "host": "a.example"}
+        assert registry.get_sample_value("klayengo_circuit_breaker_state", gauge) == 1
+        other = {"client": "fold", "host": "_other"}
+        assert registry.get_sample_value("klayengo_circuit_breaker_state", other) is None
+        transitions = "klayengo_circuit_breaker_transitions_total"
+        assert registry.get_sample_value(transitions, {**other, "to_state": "open"}) == 2
+        assert registry.get_sample_value(transitions, {**other, "to_state": "half_open"}) == 1
+        events.breaker_removed("a.example")
+        assert registry.get_sample_value("klayengo_circuit_breaker_state", gauge) is None
+        assert registry.get_sample_value(transitions, {**gauge, "to_state": "open"}) == 1
