@@ -22,7 +22,7 @@ from httpx._content import IteratorByteStream
 from httpx._multipart import FileField, MultipartStream
 
 from .._core.hosts import host_key
-from .._core.options import EXTENSION_KEY, request_options
+from .._core.options import EXTENSION_KEY, RequestOptions, request_options
 from .._core.report import report
 from .._core.retry import (
     Decision,
@@ -142,6 +142,44 @@ def _standalone(policy: RetryPolicy | None, hosts: Mapping[str, HostPolicy] | No
     return LayerContext.standalone(retry=policy or RetryPolicy(), hosts=hosts)
 
 
+class _Call:
+    """One call in flight: the I/O shell's handle on the immutable core state.
+
+    The :class:`RetryState` is built on the first failure only, so a request that
+    succeeds at once pays for no more than the budget deposit.
+    """
+
+    __slots__ = ("body", "host", "options", "policy", "request", "started", "state")
+
+    def __init__(
+        self,
+        request: httpx.Request,
+        policy: RetryPolicy,
+        options: RequestOptions,
+        host: str,
+        started: float,
+    ) -> None:
+        self.request = request
+        self.policy = policy
+        self.options = options
+        self.host = host
+        self.started = started
+        self.body = _Body(request)
+        self.state: RetryState | None = None
+
+    def current(self) -> RetryState:
+        if self.state is None:
+            self.state = RetryState.start(
+                self.policy,
+                self.request,
+                now=self.started,
+                replayable=self.body.replayable,
+                max_retries=self.options.max_retries,
+                deadline=self.options.deadline,
+            )
+        return self.state
+
+
 class _Retrier:
     """The non-I/O half shared by the twins: policy, state, budget, events, logs."""
 
@@ -151,8 +189,8 @@ class _Retrier:
         self._rand: RandomSource = rand if rand is not None else random.random
         self._budgets = self._context.shared(_BUDGETS_KEY, RetryBudgets)
 
-    def _begin(self, request: httpx.Request) -> tuple[RetryState, str, _Body] | None:
-        """The state of a new call, or None when retrying is off for it."""
+    def _begin(self, request: httpx.Request) -> _Call | None:
+        """A new call, or None when retrying is off for it."""
         options = request_options(request)
         if options.retry is None:
             return None
@@ -165,53 +203,35 @@ class _Retrier:
         host = host_key(request.url)
         now = self._context.clock.monotonic()
         self._budgets.deposit(host, policy, now)
-        body = _Body(request)
-        state = RetryState.start(
-            policy,
-            request,
-            now=now,
-            replayable=body.replayable,
-            max_retries=options.max_retries,
-            deadline=options.deadline,
-        )
-        return state, host, body
+        return _Call(request, policy, options, host, now)
 
-    def _after_response(
-        self, state: RetryState, host: str, body: _Body, response: httpx.Response
-    ) -> RetryState | None:
-        """The state of the next attempt, or None to return ``response``."""
+    def _after_response(self, call: _Call, response: httpx.Response) -> float | None:
+        """Seconds to sleep before the next attempt, or None to return ``response``."""
         status = response.status_code
-        if status not in state.policy.retry_statuses:
+        if status not in call.policy.retry_statuses:
             return None  # the hot path: no clock read, no header lookup
         clock = self._context.clock
         decision = on_response(
-            state,
+            call.current(),
             status,
             response.headers.get("Retry-After"),
             now=clock.monotonic(),
             wall=clock.wall(),
             rand=self._rand,
         )
-        return self._admit(state, host, body, decision, status=status, error=None)
+        return self._admit(call, decision, status=status, error=None)
 
-    def _after_error(
-        self, state: RetryState, host: str, body: _Body, exc: Exception
-    ) -> RetryState | None:
-        """The state of the next attempt, or None to re-raise ``exc``."""
+    def _after_error(self, call: _Call, exc: Exception) -> float | None:
+        """Seconds to sleep before the next attempt, or None to re-raise ``exc``."""
         now = self._context.clock.monotonic()
-        decision = on_error(state, exc, now=now, rand=self._rand)
-        return self._admit(state, host, body, decision, status=None, error=type(exc).__name__)
+        decision = on_error(call.current(), exc, now=now, rand=self._rand)
+        return self._admit(call, decision, status=None, error=type(exc).__name__)
 
     def _admit(
-        self,
-        state: RetryState,
-        host: str,
-        body: _Body,
-        decision: Decision,
-        *,
-        status: int | None,
-        error: str | None,
-    ) -> RetryState | None:
+        self, call: _Call, decision: Decision, *, status: int | None, error: str | None
+    ) -> float | None:
+        """Check the budget and rewind the body; on success advance the call's state."""
+        state, host = call.current(), call.host
         debug = _log.isEnabledFor(logging.DEBUG)
         if not decision.retry:
             if debug and decision.reason is not None:
@@ -229,7 +249,7 @@ class _Retrier:
             if debug:
                 _log.debug("klayengo retry: budget of %s exhausted, not retrying", host)
             return None
-        if not body.rewind():
+        if not call.body.rewind():
             if debug:
                 _log.debug("klayengo retry: cannot rewind the body to %s, not retrying", host)
             return None
@@ -249,12 +269,13 @@ class _Retrier:
                     "klayengo_delay": decision.delay,
                 },
             )
-        return state.increment(decision, status=status, error=error)
+        call.state = state.increment(decision, status=status, error=error)
+        return decision.delay
 
     @staticmethod
-    def _finish(response: httpx.Response, state: RetryState, waited: float) -> httpx.Response:
+    def _finish(response: httpx.Response, call: _Call | None, waited: float) -> httpx.Response:
         found = report(response)
-        found["attempts"] = state.attempts
+        found["attempts"] = 1 if call is None or call.state is None else call.state.attempts
         if waited:
             found["wait"] = waited + _wait_of(response)
         return response
@@ -282,29 +303,25 @@ class RetryTransport(_Retrier, SyncLayer):
         self._setup(_random)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        start = self._begin(request)
-        if start is None:
-            response = self._next.handle_request(request)
-            report(response)["attempts"] = 1
-            return response
-        state, host, body = start
+        call = self._begin(request)
+        if call is None:
+            return self._finish(self._next.handle_request(request), None, 0.0)
         waited = 0.0
         while True:
             try:
                 response = self._next.handle_request(request)
             except httpx.TransportError as exc:
-                following = self._after_error(state, host, body, exc)
-                if following is None:
+                delay = self._after_error(call, exc)
+                if delay is None:
                     raise
             else:
-                following = self._after_response(state, host, body, response)
-                if following is None:
-                    return self._finish(response, state, waited)
+                delay = self._after_response(call, response)
+                if delay is None:
+                    return self._finish(response, call, waited)
                 waited += _wait_of(response)
                 _discard(response, request)
             # Outside the except block: the sleep must not chain onto the old error.
-            self._context.sleep(following.history[-1].delay)
-            state = following
+            self._context.sleep(delay)
 
 
 class AsyncRetryTransport(_Retrier, AsyncLayer):
@@ -329,28 +346,25 @@ class AsyncRetryTransport(_Retrier, AsyncLayer):
         self._setup(_random)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        start = self._begin(request)
-        if start is None:
-            response = await self._next.handle_async_request(request)
-            report(response)["attempts"] = 1
-            return response
-        state, host, body = start
+        call = self._begin(request)
+        if call is None:
+            return self._finish(await self._next.handle_async_request(request), None, 0.0)
         waited = 0.0
         while True:
             try:
                 response = await self._next.handle_async_request(request)
             except httpx.TransportError as exc:
-                following = self._after_error(state, host, body, exc)
-                if following is None:
+                delay = self._after_error(call, exc)
+                if delay is None:
                     raise
             else:
-                following = self._after_response(state, host, body, response)
-                if following is None:
-                    return self._finish(response, state, waited)
+                delay = self._after_response(call, response)
+                if delay is None:
+                    return self._finish(response, call, waited)
                 waited += _wait_of(response)
                 await _adiscard(response, request)
-            await self._context.async_sleep(following.history[-1].delay)
-            state = following
+            # Outside the except block: the sleep must not chain onto the old error.
+            await self._context.async_sleep(delay)
 
 
 def _discard(response: httpx.Response, request: httpx.Request) -> None:
