@@ -2,8 +2,13 @@
 
 The decisions (what is retried, how long to wait, the deadline, the budget) live in
 :mod:`klayengo._core.retry`; the twins here send, close, sleep and rewind. Between
-two attempts a failed response is drained (up to :data:`DRAIN_LIMIT` bytes) and
-closed, so its connection goes back to the pool before the sleep starts.
+two attempts a failed response is closed before the sleep starts, after reading its
+body when it announces at most :data:`DRAIN_LIMIT` bytes (so that connection is
+reused); nothing is ever left checked out of the pool.
+
+Retries happen inside ``handle_request``, below httpx's client: redirects, auth and
+cookies are applied once, by the client, around the whole retried call. Attempts
+after the first report ``attempt`` numbers from 2 in ``Events.retry``.
 
 Usage on its own, with a plain httpx client::
 
