@@ -361,3 +361,33 @@ def test_budget_window_change_starts_the_host_over() -> None:
     assert budgets.try_withdraw("a", long, NOW)  # 0.1 * 20 = 2 retries, fresh slots
     assert budgets.try_withdraw("a", long, NOW)
     assert not budgets.try_withdraw("a", long, NOW)
+
+
+@given(
+    ops=st.lists(
+        st.tuples(st.floats(0, 4, allow_nan=False), st.booleans()), min_size=1, max_size=200
+    ),
+    ratio=st.sampled_from([0.0, 0.1, 0.2, 0.5, 1.0]),
+    reserve=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    window=st.sampled_from([1.0, 2.5, 10.0]),
+)
+def test_budget_matches_a_reference_model(
+    ops: list[tuple[float, bool]], ratio: float, reserve: float, window: float
+) -> None:
+    """The ring of slots agrees with a plain log of every event and its slot number."""
+    budget = RetryBudget(window)
+    log: list[tuple[int, bool]] = []  # (absolute slot, is_retry)
+    now = NOW
+    for step, is_retry in ops:
+        now += step
+        slot = math.floor(now * BUDGET_SLOTS / window)
+        recent = [retry for s, retry in log if slot - BUDGET_SLOTS < s <= slot]
+        if not is_retry:
+            budget.deposit(now)
+            log.append((slot, False))
+            continue
+        requests, retries = recent.count(False), recent.count(True)
+        expected = retries + 1 <= ratio * requests + reserve * window + 1e-9
+        assert budget.try_withdraw(now, ratio, reserve) is expected
+        if expected:
+            log.append((slot, True))

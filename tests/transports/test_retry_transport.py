@@ -73,20 +73,19 @@ class Script(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self.bodies: list[bytes] = []
         self.requests: list[httpx.Request] = []
         self.responses: list[httpx.Response] = []
+        self.per_request: dict[int, list[httpx.Response]] = {}
 
     @property
     def attempts(self) -> int:
         return len(self.requests)
 
     def _play(self, request: httpx.Request, body: bytes) -> httpx.Response:
-        earlier = [r for q, r in zip(self.requests, self.responses, strict=True) if q is request]
+        earlier = self.per_request.setdefault(id(request), [])
         assert all(r.is_closed for r in earlier), "previous response not closed"
         self.requests.append(request)
         self.bodies.append(body)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, Exception):
-            self.responses.append(streamed(599, b""))  # keeps the lists aligned
-            self.responses[-1].close()
             raise outcome
         if callable(outcome):
             response = outcome()
@@ -94,6 +93,7 @@ class Script(httpx.BaseTransport, httpx.AsyncBaseTransport):
             status, headers = outcome if isinstance(outcome, tuple) else (outcome, {})
             response = streamed(status, self.body, headers)
         self.responses.append(response)
+        earlier.append(response)
         return response
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -590,6 +590,35 @@ def test_budget_refusal_returns_the_last_response_and_emits_an_event(mode: str) 
     assert ("exhausted", "api.example") in h.events.calls
     h.clock.advance(10)
     assert attempts(h.get()) == 2
+
+
+def test_budget_holds_under_concurrent_threads() -> None:
+    """8 threads x 250 failing requests at one instant: at most 0.2 * 2000 + 100 retries."""
+    import threading
+
+    policy = RetryPolicy()
+    events = Recorder()
+    context = LayerContext(
+        resolver=PolicyResolver(retry=policy),
+        clock=ManualClock(),
+        sleep=lambda _: None,
+        events=events,
+    )
+    inner = httpx.MockTransport(lambda _: httpx.Response(503))  # thread-safe, unlike Script
+    transport = RetryTransport(inner, _context=context)
+
+    def worker() -> None:
+        for _ in range(250):
+            transport.handle_request(httpx.Request("GET", URL))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    retries = sum(c[0] == "retry" for c in events.calls)
+    bound = policy.budget_ratio * 2000 + policy.budget_min_per_second * policy.budget_window
+    assert bound - policy.max_retries <= retries <= bound
 
 
 def test_budget_is_shared_by_every_stack_of_a_client() -> None:
