@@ -55,6 +55,7 @@ __all__ = [
     "BUDGET_SLOTS",
     "DEFAULT_BUDGET_MAX_HOSTS",
     "Decision",
+    "RandomSource",
     "Reason",
     "RetryBudget",
     "RetryBudgets",
@@ -62,6 +63,7 @@ __all__ = [
     "RetryState",
     "backoff",
     "classify_error",
+    "is_retryable_request",
     "on_error",
     "on_response",
 ]
