@@ -87,7 +87,7 @@ STATE_RANK: Final = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 WINDOW_BUCKETS: Final = 10
 #: When the registry is full, evict up to ``max_hosts // EVICTION_BATCH_DIVISOR`` idle
 #: breakers at once (at least one), so a stream of new hosts costs one scan per batch.
-EVICTION_BATCH_DIVISOR: Final = 10
+EVICTION_BATCH_DIVISOR: Final = 4
 #: When the registry is full and nothing is idle, new origins go untracked; the registry
 #: looks for idle breakers again after this many seconds, not on every request.
 FULL_RESCAN_INTERVAL: Final = 1.0
