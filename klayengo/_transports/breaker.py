@@ -400,6 +400,8 @@ def _target(value: str | httpx.URL) -> _Target:
     if not isinstance(value, str):
         raise TypeError(f"{_BAD_TARGET}; got a {type(value).__name__}")
     text = value.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(_BAD_TARGET)
     try:
         if "://" in text:
             return origin(httpx.URL(text))
