@@ -222,6 +222,7 @@ def test_transport_errors_and_timeouts_are_failures(exc: Exception) -> None:
     "exc",
     [
         RateLimitExceeded("limited", host="api.test", retry_after=1.0),
+        httpx.UnsupportedProtocol("no transport for this scheme"),
         RuntimeError("a bug in a custom transport"),
     ],
     ids=lambda e: type(e).__name__,
