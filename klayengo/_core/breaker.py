@@ -146,8 +146,8 @@ class BreakerSnapshot:
     Attributes:
         host: the host key.
         state: ``"closed" | "open" | "half_open"``.
-        calls: calls completed in the sliding window (closed state; while open or
-            half-open, the window that tripped it).
+        calls: calls completed in the sliding window (while open or half-open, what
+            is left of the window that tripped it).
         failures: failed calls among them.
         failure_rate: ``failures / calls`` (``0.0`` with no calls).
         slow_calls: calls slower than ``slow_call_duration`` among them.

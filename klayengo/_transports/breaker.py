@@ -10,8 +10,9 @@ set, decides instead of the defaults; if it raises, the default stands and a war
 is logged):
 
 - a response is a failure when its status is in ``failure_statuses`` (500, 502, 503,
-  504 by default); anything else, 4xx included, is a success. The outcome is known
-  when the response headers arrive: a streamed body is never read here;
+  504 by default); anything else, 4xx included, is a success. The outcome (and the
+  call's duration, for the slow-call rule) is taken when the response headers
+  arrive: a streamed body is never read here;
 - an ``httpx.TransportError`` (connect, read, write, protocol, proxy errors and every
   ``httpx.TimeoutException``) or a ``TimeoutError`` is a failure;
 - a klayengo ``ResilienceError`` from a layer below (``RateLimitExceeded``) and
@@ -32,6 +33,12 @@ scheme's default port (both origins above); ``"api.example.com:8443"`` means tha
 under any scheme. When a host key covers several breakers, ``breaker_state`` and
 ``breaker_snapshot`` report the worst one (open, then half-open, then closed; ties go
 to the higher failure rate) and ``reset_breaker`` resets them all.
+
+The registry is shared by every stack of a client and bounded by the client's
+``CircuitBreakerPolicy.max_hosts`` (with breakers enabled only through ``hosts=``, the
+largest ``max_hosts`` among those policies). When it is full, idle breakers are
+evicted (``breaker_removed``); if none is idle, a new origin passes untracked until
+one is.
 """
 
 from __future__ import annotations
@@ -184,9 +191,9 @@ class _Gate:
             return None
         key = origin(url)
         registry = self._registry
+        breaker = registry.get(key)
         while True:
             now = self._clock.monotonic()
-            breaker = registry.get(key)
             if breaker is None:
                 breaker, removed = registry.get_or_create(key, host_key(url), policy, now)
                 if removed:
@@ -207,7 +214,9 @@ class _Gate:
                 return breaker, result, now
             if result is not None:
                 break
-            # None: the breaker was reset or evicted meanwhile; look the origin up again.
+            # None: the breaker was reset or evicted meanwhile. Look the origin up again
+            # under the registry lock, which waits for the removal to finish.
+            breaker = None
         if breaker.pending:
             _dispatch(self._context, breaker)
         host = breaker.host

@@ -22,6 +22,7 @@ from klayengo import (
     RateLimitExceeded,
     ResilientClient,
 )
+from klayengo._core.breaker import BreakerRegistry
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
@@ -638,3 +639,18 @@ def test_the_registry_is_shared_by_every_stack_of_a_client() -> None:
     trip(c, "http://api.test/")
     trip(c, "http://mounted.test/")
     assert sorted(c.breaker_snapshot()) == ["api.test", "mounted.test"]
+
+
+def test_a_call_racing_a_reset_gets_a_fresh_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    c, _, _ = client(Upstream(500))
+    trip(c, "http://api.test/")
+    registry = c._klayengo.peek(REGISTRY_KEY)
+    stale = registry.get(("http", "api.test", 80))
+    c.reset_breaker("api.test")
+    # The lock-free lookup returns the breaker the reset just retired.
+    monkeypatch.setattr(BreakerRegistry, "get", lambda self, key: stale)
+    assert c.get("http://api.test/").extensions["klayengo"]["breaker"] == "closed"
+    monkeypatch.undo()
+    fresh = registry.get(("http", "api.test", 80))
+    assert fresh is not stale
+    assert c.breaker_snapshot()["api.test"].calls == 1
