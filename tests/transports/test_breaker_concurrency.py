@@ -8,6 +8,7 @@ MockTransport handler measures how many probes run at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -189,3 +190,44 @@ async def test_cancelled_tasks_never_leave_the_breaker_stuck_half_open() -> None
         clock.advance(30.0)
         await burst(200)
         await burst(PROBES + 5)  # every slot was free again
+
+
+def test_transitions_reach_callbacks_in_order_under_threads() -> None:
+    # Tiny open periods on the real clock: the breaker flips constantly while 16
+    # threads race; every callback must still see one unbroken chain of states.
+    seen: list[tuple[str, str]] = []
+
+    def on_change(host: str, old: str, new: str) -> None:
+        time.sleep(0.001)  # let other threads run (and transition) mid-callback
+        seen.append((old, new))
+
+    policy = CircuitBreakerPolicy(
+        consecutive_failures=1,
+        open_duration=0.0005,
+        on_state_change=on_change,
+    )
+    counter = iter(range(10**9))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503 if next(counter) % 3 == 0 else 200)
+
+    client = ResilientClient(
+        transport=httpx.MockTransport(handler), retry=None, breaker=policy, metrics=False
+    )
+
+    def worker() -> None:
+        for _ in range(150):
+            with contextlib.suppress(CircuitOpenError):
+                client.get("http://api.test/")
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) > 10
+    assert seen[0][0] == "closed"
+    for (_, before), (after, _) in itertools.pairwise(seen):
+        assert before == after
+    final = client.breaker_state("api.test")  # may apply (and report) open -> half_open
+    assert seen[-1][1] == final

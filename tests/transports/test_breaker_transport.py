@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from klayengo import (
     AsyncCircuitBreakerTransport,
@@ -28,7 +30,7 @@ from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
 from klayengo._core.report import report
 from klayengo._transports._context import LayerContext
-from klayengo._transports.breaker import REGISTRY_KEY
+from klayengo._transports.breaker import _BAD_TARGET, REGISTRY_KEY
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -654,3 +656,19 @@ def test_a_call_racing_a_reset_gets_a_fresh_breaker(monkeypatch: pytest.MonkeyPa
     fresh = registry.get(("http", "api.test", 80))
     assert fresh is not stale
     assert c.breaker_snapshot()["api.test"].calls == 1
+
+
+_URLISH = st.text(alphabet=st.sampled_from("ab.-:/[]@?#% 0123456789\x00é"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=40), _URLISH, _URLISH.map(lambda t: "http://" + t)))
+def test_any_host_argument_gives_a_state_or_a_clear_error(text: str) -> None:
+    c, _, _ = client(Upstream(200))
+    c.get("http://api.test/")
+    try:
+        state = c.breaker_state(text)
+    except ValueError as exc:
+        assert str(exc) == _BAD_TARGET  # never echoes the input: it may hold credentials
+    else:
+        assert state == "closed"
