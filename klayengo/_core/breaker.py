@@ -514,7 +514,8 @@ class Breaker:
         Outstanding permits become stale, :meth:`allow` answers ``None`` from now on,
         and if the breaker was not closed a transition to ``"closed"`` is queued (its
         origin starts afresh). With ``only_if_idle``, nothing happens unless the
-        breaker is idle at ``now``.
+        breaker is idle at ``now``; a call admitted lock-free at that very instant is
+        not counted anywhere (as if it had been admitted just before the removal).
 
         Returns:
             True when the breaker was retired.

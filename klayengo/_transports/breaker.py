@@ -488,6 +488,8 @@ def breaker_snapshot(context: LayerContext) -> dict[str, BreakerSnapshot]:
 def reset_breaker(context: LayerContext, host: str | httpx.URL) -> None:
     """Remove the breaker(s) of ``host``; the next call starts a closed one.
 
+    Calls in flight at that moment are not counted by the new breaker.
+
     A breaker that was open or half-open reports a transition to ``"closed"`` (log,
     event and ``on_state_change``); every removed host key emits ``breaker_removed``.
     Unknown hosts are ignored.
