@@ -8,6 +8,7 @@ sync, asyncio and trio alike. See the README for the guide.
 from __future__ import annotations
 
 from ._client import AsyncResilientClient, ResilientClient
+from ._core.breaker import BreakerSnapshot
 from ._exceptions import CircuitOpenError, RateLimitExceeded, ResilienceError
 from ._policies import (
     CachePolicy,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncRateLimitTransport",
     "AsyncResilientClient",
     "AsyncRetryTransport",
+    "BreakerSnapshot",
     "CachePolicy",
     "CacheTransport",
     "CircuitBreakerPolicy",
