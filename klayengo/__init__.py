@@ -8,6 +8,7 @@ sync, asyncio and trio alike. See the README for the guide.
 from __future__ import annotations
 
 from ._client import AsyncResilientClient, ResilientClient
+from ._core.breaker import BreakerSnapshot
 from ._exceptions import CircuitOpenError, RateLimitExceeded, ResilienceError
 from ._policies import (
     CachePolicy,
@@ -17,6 +18,7 @@ from ._policies import (
     RateLimitPolicy,
     RetryPolicy,
 )
+from ._server import metrics_asgi_app, serve_metrics
 from ._transports.breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from ._transports.cache import AsyncCacheTransport, CacheTransport
 from ._transports.ratelimit import AsyncRateLimitTransport, RateLimitTransport
@@ -30,6 +32,7 @@ __all__ = [
     "AsyncRateLimitTransport",
     "AsyncResilientClient",
     "AsyncRetryTransport",
+    "BreakerSnapshot",
     "CachePolicy",
     "CacheTransport",
     "CircuitBreakerPolicy",
@@ -44,6 +47,8 @@ __all__ = [
     "ResilientClient",
     "RetryPolicy",
     "RetryTransport",
+    "metrics_asgi_app",
+    "serve_metrics",
 ]
 
 # Public objects report the package as their home, as httpx's do.

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ._core.breaker import BreakerSnapshot
 from ._core.clock import SYSTEM_CLOCK, Clock
 from ._core.hosts import PolicyResolver
 from ._metrics import create_metrics
@@ -94,8 +95,8 @@ class _ResilientMixin:
         """
         return _breaker.breaker_state(self._klayengo, host)
 
-    def breaker_snapshot(self) -> Mapping[str, Any]:
-        """A snapshot of every breaker: host key -> ``BreakerSnapshot``."""
+    def breaker_snapshot(self) -> Mapping[str, BreakerSnapshot]:
+        """A snapshot of every breaker: host key -> :class:`BreakerSnapshot`."""
         return _breaker.breaker_snapshot(self._klayengo)
 
     def reset_breaker(self, host: str | httpx.URL) -> None:

@@ -1,19 +1,333 @@
-"""PLACEHOLDER pass-through for the CircuitBreakerTransport layer (replaced by its issue)."""
+"""CircuitBreakerTransport / AsyncCircuitBreakerTransport: one circuit breaker per origin.
+
+The state machine lives in :mod:`klayengo._core.breaker`; this module is the thin
+shell around it: look up the breaker of the request's origin, ask it for a permit,
+send the request, classify the outcome, record it, and report transitions (log,
+events, ``on_state_change``) after every lock is released.
+
+Classification of an outcome (the policy's ``is_failure(response, exception)``, when
+set, decides instead of the defaults; if it raises, the default stands and a warning
+is logged):
+
+- a response is a failure when its status is in ``failure_statuses`` (500, 502, 503,
+  504 by default); anything else, 4xx included, is a success. The outcome (and the
+  call's duration, for the slow-call rule) is taken when the response headers
+  arrive: a streamed body is never read here;
+- an ``httpx.TransportError`` (connect, read, write, protocol, proxy errors and every
+  ``httpx.TimeoutException``) or a ``TimeoutError`` is a failure;
+- a klayengo ``ResilienceError`` from a layer below (``RateLimitExceeded``) and
+  ``httpx.UnsupportedProtocol`` say nothing about the upstream's health: they count
+  as neither success nor failure (the predicate is not consulted), so the client's
+  own rate limit can never trip its breaker;
+- any other ``Exception`` (a bug in a custom transport) counts as neither, unless the
+  predicate says otherwise;
+- cancellation (``BaseException`` that is not an ``Exception``: asyncio/trio
+  cancellation, ``KeyboardInterrupt``, ``GeneratorExit``) counts as neither and frees
+  the call's probe slot.
+
+Host keys and origins: breakers are kept per origin ``(scheme, host, port)``, and
+named by host key. ``http://api.example.com`` and ``https://api.example.com`` are two
+breakers that share the host key ``api.example.com``. Introspection accepts an origin
+URL (exactly that origin) or a host key: ``"api.example.com"`` means that host on its
+scheme's default port (both origins above); ``"api.example.com:8443"`` means that port
+under any scheme. When a host key covers several breakers, ``breaker_state`` and
+``breaker_snapshot`` report the worst one (open, then half-open, then closed; ties go
+to the higher failure rate) and ``reset_breaker`` resets them all.
+
+The registry is shared by every stack of a client and bounded by the client's
+``CircuitBreakerPolicy.max_hosts`` (with breakers enabled only through ``hosts=``, the
+largest ``max_hosts`` among those policies). When it is full, idle breakers are
+evicted (``breaker_removed``); if none is idle, a new origin passes untracked until
+one is.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
+from typing import Final
 
 import httpx
 
-from .._policies import CircuitBreakerPolicy, HostPolicy
+from .._core.breaker import (
+    CLOSED,
+    STATE_RANK,
+    Breaker,
+    BreakerRegistry,
+    BreakerSnapshot,
+    Permit,
+    Transition,
+)
+from .._core.hosts import Origin, _ascii_host, default_port, host_key, origin
+from .._core.options import EXTENSION_KEY, request_options
+from .._core.report import report
+from .._exceptions import CircuitOpenError, ResilienceError
+from .._policies import DEFAULT_BREAKER_MAX_HOSTS, CircuitBreakerPolicy, HostPolicy
 from ._context import LayerContext
 from ._layer import AsyncLayer, SyncLayer
 
-__all__ = ["AsyncCircuitBreakerTransport", "CircuitBreakerTransport"]
+__all__ = [
+    "REGISTRY_KEY",
+    "AsyncCircuitBreakerTransport",
+    "CircuitBreakerTransport",
+    "breaker_snapshot",
+    "breaker_state",
+    "reset_breaker",
+]
+
+_log = logging.getLogger("klayengo")
+
+#: The key of the per-client breaker registry in ``LayerContext.shared``.
+REGISTRY_KEY: Final = "breaker.registry"
+
+#: Exceptions that count as neither success nor failure: they come from this side.
+_NOT_UPSTREAM: Final = (ResilienceError, httpx.UnsupportedProtocol)
+#: Exceptions that count as failures by default.
+_FAILURES: Final = (httpx.TransportError, TimeoutError)
+
+#: What an admitted call carries from ``admit`` to its outcome: breaker, permit, start.
+_Admitted = tuple[Breaker, Permit, float]
 
 
-class CircuitBreakerTransport(SyncLayer):
+def _max_hosts(context: LayerContext) -> int:
+    # One registry per client: the client's policy sets its bound; with breakers only
+    # for some host patterns, the largest of their bounds.
+    resolver = context.resolver
+    if resolver.default.breaker is not None:
+        return resolver.default.breaker.max_hosts
+    bounds = [
+        hp.breaker.max_hosts
+        for hp in resolver.patterns.values()
+        if isinstance(hp.breaker, CircuitBreakerPolicy)
+    ]
+    return max(bounds, default=DEFAULT_BREAKER_MAX_HOSTS)
+
+
+def _default(policy: CircuitBreakerPolicy | None) -> CircuitBreakerPolicy:
+    # A standalone breaker layer without a policy uses the default one.
+    return policy if policy is not None else CircuitBreakerPolicy()
+
+
+def _registry(context: LayerContext) -> BreakerRegistry:
+    return context.shared(REGISTRY_KEY, lambda: BreakerRegistry(_max_hosts(context)))
+
+
+# -- reporting, always outside every lock ---------------------------------------------------
+def _notify(context: LayerContext, policy: CircuitBreakerPolicy, transition: Transition) -> None:
+    host, old, new = transition
+    _log.info(
+        "klayengo circuit breaker %s: %s -> %s",
+        host,
+        old,
+        new,
+        extra={"host": host, "old_state": old, "new_state": new},
+    )
+    try:
+        context.events.breaker_transition(host, old, new)
+    except Exception:
+        _log.warning("klayengo event sink failed on breaker_transition", exc_info=True)
+    callback = policy.on_state_change
+    if callback is not None:
+        try:
+            callback(host, old, new)
+        except Exception:
+            _log.warning(
+                "klayengo circuit breaker %s: on_state_change(%s -> %s) raised; ignored",
+                host,
+                old,
+                new,
+                exc_info=True,
+            )
+
+
+def _dispatch(context: LayerContext, breaker: Breaker) -> None:
+    """Report the breaker's queued transitions, unless another caller is doing it."""
+    batch = breaker.take_transitions()
+    if not batch:
+        return
+    try:
+        while batch:
+            for transition in batch:
+                _notify(context, breaker.policy, transition)
+            batch = breaker.take_transitions(more=True)
+    except BaseException:
+        breaker.abandon_transitions()
+        raise
+
+
+def _removed(context: LayerContext, hosts: list[str]) -> None:
+    for host in hosts:
+        _log.debug("klayengo circuit breaker %s removed", host, extra={"host": host})
+        try:
+            context.events.breaker_removed(host)
+        except Exception:
+            _log.warning("klayengo event sink failed on breaker_removed", exc_info=True)
+
+
+# -- the request path shared by both twins ----------------------------------------------
+class _Gate:
+    """Admission, classification and recording, shared by the sync and async twins."""
+
+    __slots__ = ("_clock", "_context", "_registry", "_resolver")
+
+    def __init__(self, context: LayerContext) -> None:
+        self._context = context
+        self._resolver = context.resolver
+        self._clock = context.clock
+        self._registry = _registry(context)
+
+    def admit(self, request: httpx.Request) -> _Admitted | None:
+        """A permit for ``request``; None when no breaker applies.
+
+        Raises:
+            CircuitOpenError: the origin's breaker refuses the call.
+        """
+        if EXTENSION_KEY in request.extensions and not request_options(request).breaker:
+            return None
+        url = request.url
+        policy = self._resolver.resolve(url).breaker
+        if policy is None:
+            return None
+        key = origin(url)
+        registry = self._registry
+        breaker = registry.get(key)
+        while True:
+            now = self._clock.monotonic()
+            if breaker is None:
+                breaker, removed = registry.get_or_create(key, host_key(url), policy, now)
+                if removed:
+                    _removed(self._context, removed)
+                if breaker is None:
+                    if _log.isEnabledFor(logging.DEBUG):
+                        _log.debug(
+                            "klayengo circuit breaker registry full (%d busy breakers); "
+                            "%s passes untracked",
+                            len(registry),
+                            host_key(url),
+                        )
+                    return None
+            result = breaker.allow(now)
+            if isinstance(result, Permit):
+                if breaker.pending:  # open -> half_open happened on the way in
+                    _dispatch(self._context, breaker)
+                return breaker, result, now
+            if result is not None:
+                break
+            # None: the breaker was reset or evicted meanwhile. Look the origin up again
+            # under the registry lock, which waits for the removal to finish.
+            breaker = None
+        if breaker.pending:
+            _dispatch(self._context, breaker)
+        host = breaker.host
+        retry_after = result.retry_after
+        self._context.events.breaker_rejected(host)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "klayengo circuit breaker %s rejected a call (retry after %.3f s)",
+                host,
+                retry_after,
+                extra={"host": host},
+            )
+        if retry_after > 0:
+            message = f"circuit breaker for {host} is open; retry after {retry_after:.3f} s"
+        else:
+            message = f"circuit breaker for {host} is half-open and all its probes are busy"
+        raise CircuitOpenError(message, request=request, host=host, retry_after=retry_after)
+
+    def completed(self, admitted: _Admitted, response: httpx.Response) -> None:
+        """Record a call that produced ``response``."""
+        breaker, permit, start = admitted
+        policy = breaker.policy
+        failure = response.status_code in policy.failure_statuses
+        if policy.is_failure is not None:
+            failure = _predicate(breaker, response, None, failure)
+        now = self._clock.monotonic()
+        if breaker.record(permit, failure, now, now - start):
+            _dispatch(self._context, breaker)
+        report(response)["breaker"] = breaker.state
+
+    def failed(self, admitted: _Admitted, exc: Exception) -> None:
+        """Record a call that raised ``exc``."""
+        breaker, permit, start = admitted
+        if isinstance(exc, _NOT_UPSTREAM):
+            breaker.release(permit)
+            return
+        failure = isinstance(exc, _FAILURES)
+        if breaker.policy.is_failure is not None:
+            failure = _predicate(breaker, None, exc, failure)
+        elif not failure:
+            breaker.release(permit)  # not an httpx error: a local bug says nothing
+            return
+        now = self._clock.monotonic()
+        if breaker.record(permit, failure, now, now - start):
+            _dispatch(self._context, breaker)
+
+    @staticmethod
+    def cancelled(admitted: _Admitted) -> None:
+        """Give back the permit of a cancelled call: neither success nor failure."""
+        admitted[0].release(admitted[1])
+
+
+def _predicate(
+    breaker: Breaker,
+    response: httpx.Response | None,
+    exc: BaseException | None,
+    default: bool,
+) -> bool:
+    predicate = breaker.policy.is_failure
+    assert predicate is not None
+    try:
+        return bool(predicate(response, exc))
+    except Exception:
+        _log.warning(
+            "klayengo circuit breaker %s: is_failure raised; using the default classification",
+            breaker.host,
+            exc_info=True,
+        )
+        return default
+
+
+# -- the twins --------------------------------------------------------------------------
+class _Introspection:
+    """Introspection for a standalone layer (a client has the same methods)."""
+
+    _context: LayerContext
+
+    def breaker_state(self, host: str | httpx.URL) -> str:
+        """The breaker state of ``host`` (a host key or an origin URL)."""
+        return breaker_state(self._context, host)
+
+    def breaker_snapshot(self) -> dict[str, BreakerSnapshot]:
+        """Host key -> :class:`~klayengo.BreakerSnapshot` for every breaker."""
+        return breaker_snapshot(self._context)
+
+    def reset_breaker(self, host: str | httpx.URL) -> None:
+        """Forget the breaker(s) of ``host``: the next call starts a closed one."""
+        reset_breaker(self._context, host)
+
+
+class CircuitBreakerTransport(_Introspection, SyncLayer):
+    """An httpx transport that trips a circuit breaker per origin.
+
+    Usage::
+
+        transport = klayengo.CircuitBreakerTransport(
+            httpx.HTTPTransport(), klayengo.CircuitBreakerPolicy(consecutive_failures=5)
+        )
+        client = httpx.Client(transport=transport)
+
+    Args:
+        transport: the transport to wrap.
+        policy: the breaker policy; default ``CircuitBreakerPolicy()``.
+        hosts: per-host overrides (``HostPolicy(breaker=...)``; ``None`` turns the
+            breaker off for the matching hosts).
+
+    Raises (from ``handle_request``):
+        CircuitOpenError: the origin's breaker is open, or half-open with every probe
+            slot taken. Nothing was sent.
+    """
+
     def __init__(
         self,
         transport: httpx.BaseTransport,
@@ -23,14 +337,30 @@ class CircuitBreakerTransport(SyncLayer):
         _context: LayerContext | None = None,
     ) -> None:
         super().__init__(
-            transport, _context or LayerContext.standalone(breaker=policy, hosts=hosts)
+            transport,
+            _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
+        self._gate = _Gate(self._context)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._next.handle_request(request)
+        admitted = self._gate.admit(request)
+        if admitted is None:
+            return self._next.handle_request(request)
+        try:
+            response = self._next.handle_request(request)
+        except Exception as exc:
+            self._gate.failed(admitted, exc)
+            raise
+        except BaseException:
+            self._gate.cancelled(admitted)
+            raise
+        self._gate.completed(admitted, response)
+        return response
 
 
-class AsyncCircuitBreakerTransport(AsyncLayer):
+class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
+    """The async twin of :class:`CircuitBreakerTransport` (asyncio and trio)."""
+
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
@@ -40,20 +370,136 @@ class AsyncCircuitBreakerTransport(AsyncLayer):
         _context: LayerContext | None = None,
     ) -> None:
         super().__init__(
-            transport, _context or LayerContext.standalone(breaker=policy, hosts=hosts)
+            transport,
+            _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
+        self._gate = _Gate(self._context)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._next.handle_async_request(request)
+        admitted = self._gate.admit(request)
+        if admitted is None:
+            return await self._next.handle_async_request(request)
+        try:
+            response = await self._next.handle_async_request(request)
+        except Exception as exc:
+            self._gate.failed(admitted, exc)
+            raise
+        except BaseException:
+            self._gate.cancelled(admitted)
+            raise
+        self._gate.completed(admitted, response)
+        return response
+
+
+# -- introspection ----------------------------------------------------------------------
+_EXPLICIT_DEFAULT_PORT: Final = re.compile(r":0*80$")
+_BAD_TARGET: Final = (
+    "host must be a host key such as 'api.example.com' or 'localhost:8080', "
+    "or an origin URL such as 'https://api.example.com'"
+)
+
+#: What introspection looks for: (scheme or None for any, host, port or None for the
+#: scheme's default).
+_Target = tuple[str | None, str, int | None]
+
+
+def _target(value: str | httpx.URL) -> _Target:
+    if isinstance(value, httpx.URL):
+        return origin(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{_BAD_TARGET}; got a {type(value).__name__}")
+    text = value.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(_BAD_TARGET)
+    try:
+        if "://" in text:
+            return origin(httpx.URL(text))
+        url = httpx.URL(f"http://{text}/")
+    except httpx.InvalidURL:
+        raise ValueError(_BAD_TARGET) from None
+    # The message never repeats the value: it could carry credentials.
+    if not text or url.userinfo or url.path != "/" or url.query or url.fragment:
+        raise ValueError(_BAD_TARGET)
+    port = url.port
+    if port is None and _EXPLICIT_DEFAULT_PORT.search(text):
+        port = 80  # httpx drops an explicit :80 from an http URL; the user wrote it
+    return None, _ascii_host(url), port
+
+
+def _matching(registry: BreakerRegistry, target: _Target) -> list[tuple[Origin, Breaker]]:
+    scheme, host, port = target
+    if scheme is not None:
+        key: Origin = (scheme, host, port)
+        found = registry.get(key)
+        return [] if found is None else [(key, found)]
+    return [
+        (key, breaker)
+        for key, breaker in registry.items()
+        if key[1] == host and key[2] == (port if port is not None else default_port(key[0]))
+    ]
+
+
+def _registry_of(context: LayerContext) -> BreakerRegistry | None:
+    found = context.peek(REGISTRY_KEY)
+    return found if isinstance(found, BreakerRegistry) else None
 
 
 def breaker_state(context: LayerContext, host: str | httpx.URL) -> str:
-    return "closed"
+    """The state of the breaker(s) of ``host``: ``"closed" | "open" | "half_open"``.
+
+    Applies the lazy open -> half_open transition. An unknown host is ``"closed"``;
+    several breakers under one host key report the worst state.
+    """
+    target = _target(host)
+    registry = _registry_of(context)
+    if registry is None:
+        return CLOSED
+    now = context.clock.monotonic()
+    worst = CLOSED
+    for _, breaker in _matching(registry, target):
+        state = breaker.current_state(now)
+        if breaker.pending:
+            _dispatch(context, breaker)
+        if STATE_RANK[state] > STATE_RANK[worst]:
+            worst = state
+    return worst
 
 
-def breaker_snapshot(context: LayerContext) -> dict[str, object]:
-    return {}
+def breaker_snapshot(context: LayerContext) -> dict[str, BreakerSnapshot]:
+    """Host key -> :class:`BreakerSnapshot` of every breaker (the worst per host key)."""
+    registry = _registry_of(context)
+    if registry is None:
+        return {}
+    now = context.clock.monotonic()
+    result: dict[str, BreakerSnapshot] = {}
+    for _, breaker in registry.items():
+        snap = breaker.snapshot(now)
+        if breaker.pending:
+            _dispatch(context, breaker)
+        seen = result.get(snap.host)
+        if seen is None or (STATE_RANK[snap.state], snap.failure_rate) > (
+            STATE_RANK[seen.state],
+            seen.failure_rate,
+        ):
+            result[snap.host] = snap
+    return result
 
 
 def reset_breaker(context: LayerContext, host: str | httpx.URL) -> None:
-    return None
+    """Remove the breaker(s) of ``host``; the next call starts a closed one.
+
+    Calls in flight at that moment are not counted by the new breaker.
+
+    A breaker that was open or half-open reports a transition to ``"closed"`` (log,
+    event and ``on_state_change``); every removed host key emits ``breaker_removed``.
+    Unknown hosts are ignored.
+    """
+    target = _target(host)
+    registry = _registry_of(context)
+    if registry is None:
+        return
+    origins = [key for key, _ in _matching(registry, target)]
+    retired, removed = registry.remove(origins, context.clock.monotonic())
+    for breaker in retired:
+        _dispatch(context, breaker)
+    _removed(context, removed)

@@ -12,11 +12,14 @@ Why this order:
   they all fail (stale-if-error);
 - retry sits outside the breaker, so the breaker counts every attempt and an open
   breaker fails an attempt fast with ``CircuitOpenError`` (not retried by default);
-- the limiter is innermost, so only real network attempts spend tokens.
+- the limiter is innermost, so only real network attempts spend tokens;
+- metrics are outermost of all, so they count logical requests (cache hits included),
+  whatever the layers below did; attempts show in the retry events.
 
 A layer is left out entirely when neither the client nor any ``hosts=`` pattern
-enables it, so a disabled layer costs nothing. Every stack of one client (its own
-transport, each mount, each proxy) shares one :class:`LayerContext`.
+enables it (the metrics layer: when the client has ``metrics=False``), so a disabled
+layer costs nothing. Every stack of one client (its own transport, each mount, each
+proxy) shares one :class:`LayerContext`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .._core.report import report
 from ._context import LayerContext
 from .breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from .cache import AsyncCacheTransport, CacheTransport
+from .metrics import AsyncMetricsTransport, MetricsTransport, metrics_enabled
 from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
 from .retry import AsyncRetryTransport, RetryTransport
 
@@ -98,6 +102,8 @@ def build_stack(inner: httpx.BaseTransport, context: LayerContext) -> StackTrans
         transport = RetryTransport(transport, _context=context)
     if resolver.any("cache"):
         transport = CacheTransport(transport, _context=context)
+    if metrics_enabled(context):
+        transport = MetricsTransport(transport, _context=context)
     return StackTransport(transport, inner)
 
 
@@ -115,4 +121,6 @@ def build_async_stack(
         transport = AsyncRetryTransport(transport, _context=context)
     if resolver.any("cache"):
         transport = AsyncCacheTransport(transport, _context=context)
+    if metrics_enabled(context):
+        transport = AsyncMetricsTransport(transport, _context=context)
     return AsyncStackTransport(transport, inner)

@@ -1,0 +1,129 @@
+"""Shared helpers for the benchmarks: timing, statistics, Markdown tables, machine facts.
+
+Timing rules: every comparison measures the baseline and the candidate in the same
+process run, interleaved over several repeats, and reports the median per-operation
+time with its spread (min..max of the repeat medians) and the ratio of medians.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Per-operation times in microseconds over ``repeat`` runs."""
+
+    median: float
+    low: float
+    high: float
+
+    def cell(self) -> str:
+        return f"{self.median:,.1f} ({self.low:,.1f}-{self.high:,.1f})"
+
+
+def _stats(samples: Sequence[float]) -> Stats:
+    return Stats(statistics.median(samples), min(samples), max(samples))
+
+
+def bench_sync(
+    cases: dict[str, Callable[[], object]], *, number: int, repeat: int = 7, warmup: int = 200
+) -> dict[str, Stats]:
+    """Time each case ``number`` times per repeat, interleaving cases across repeats."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, fn in cases.items():
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[name].append((time.perf_counter() - start) / number * 1e6)
+    return {name: _stats(values) for name, values in samples.items()}
+
+
+def bench_async(
+    cases: dict[str, Callable[[], Awaitable[object]]],
+    *,
+    number: int,
+    repeat: int = 7,
+    warmup: int = 200,
+    backend: str = "asyncio",
+) -> dict[str, Stats]:
+    """Like :func:`bench_sync` for coroutine functions, all in one event loop."""
+
+    async def main() -> dict[str, Stats]:
+        for fn in cases.values():
+            for _ in range(warmup):
+                await fn()
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(repeat):
+            for name, fn in cases.items():
+                gc.collect()
+                start = time.perf_counter()
+                for _ in range(number):
+                    await fn()
+                samples[name].append((time.perf_counter() - start) / number * 1e6)
+        return {name: _stats(values) for name, values in samples.items()}
+
+    return anyio.run(main, backend=backend)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio(candidate: Stats, baseline: Stats) -> str:
+    return f"{candidate.median / baseline.median:.2f}x"
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dists = [
+        "httpx",
+        "httpcore",
+        "anyio",
+        "sniffio",
+        "h11",
+        "cachetools",
+        "prometheus-client",
+        "hishel",
+        "httpx-retries",
+        "pybreaker",
+        "aiolimiter",
+        "redis",
+    ]
+    versions = ", ".join(f"{d} {version(d)}" for d in dists)
+    return (
+        f"- CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()} "
+        f"({platform.python_implementation()}) on {platform.system()} {platform.release()}\n"
+        f"- klayengo {version('klayengo')}; {versions}"
+    )

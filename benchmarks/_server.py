@@ -1,0 +1,66 @@
+"""A minimal keep-alive HTTP/1.1 server for the loopback benchmarks.
+
+Runs in its own process (``python -m benchmarks._server``), prints its port on stdout,
+answers every request with a fixed 200 response (``Content-Length: 2``, body ``ok``)
+and sets TCP_NODELAY on each connection, so no response waits for a delayed ACK.
+Deliberately tiny so that the server is never the bottleneck of the comparison.
+It only understands requests without a body (GET/HEAD), which is all the benchmarks send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
+    b"Cache-Control: no-store\r\n\r\nok"
+)
+
+
+class _Protocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            self.transport.write(RESPONSE)
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Protocol, "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(port, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+@contextmanager
+def server_process() -> Iterator[str]:
+    """Start the server in a child process; yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._server"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    with suppress(KeyboardInterrupt):
+        asyncio.run(_main())

@@ -1,0 +1,253 @@
+"""Benchmark 1: the whole stack vs plain httpx.
+
+(a) Pure overhead per request on MockTransport, sync and async: ``ResilientClient`` with
+    every layer on (cache enabled but missing, breaker closed, limiter not binding,
+    metrics on) vs plain ``httpx.Client`` on the same handler.
+(b) Against a real loopback HTTP server in a separate process: sequential (sync) and
+    async at several concurrency / connection-pool settings, a fresh client per row.
+(c) The httpcore/sniffio trap: plain httpx async against the loopback server with and
+    without ``sniffio`` importable, each in a child process.
+
+Run: ``python -m benchmarks.bench_stack``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CollectorRegistry
+
+import klayengo
+
+from ._common import bench_async, bench_sync, ratio, table
+from ._server import server_process
+
+NO_STORE = {"Cache-Control": "no-store", "Content-Type": "text/plain"}
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers=NO_STORE, content=b"ok")
+
+
+def layers() -> dict[str, Any]:
+    """Every layer on, none binding."""
+    return {
+        "retry": klayengo.RetryPolicy(),
+        "breaker": klayengo.CircuitBreakerPolicy(),
+        "rate_limit": klayengo.RateLimitPolicy(rate=1e9, burst=1_000_000),
+        "cache": klayengo.CachePolicy(),
+        "metrics": klayengo.MetricsPolicy(registry=CollectorRegistry()),
+    }
+
+
+def mock_overhead(quick: bool) -> str:
+    number = 2_000 if quick else 10_000
+    plain = httpx.Client(transport=httpx.MockTransport(_handler))
+    ours = klayengo.ResilientClient(transport=httpx.MockTransport(_handler), **layers())
+    url = "https://api.example.com/items"
+    sync = bench_sync(
+        {"httpx.Client": lambda: plain.get(url), "ResilientClient": lambda: ours.get(url)},
+        number=number,
+    )
+    aplain = httpx.AsyncClient(transport=httpx.MockTransport(_handler))
+    aours = klayengo.AsyncResilientClient(transport=httpx.MockTransport(_handler), **layers())
+    asyn = bench_async(
+        {
+            "httpx.AsyncClient": lambda: aplain.get(url),
+            "AsyncResilientClient": lambda: aours.get(url),
+        },
+        number=number,
+    )
+    rows = []
+    for base, cand, stats in (
+        ("httpx.Client", "ResilientClient", sync),
+        ("httpx.AsyncClient", "AsyncResilientClient", asyn),
+    ):
+        b, c = stats[base], stats[cand]
+        rows.append([base, b.cell(), "1.00x", "—"])
+        rows.append([cand, c.cell(), ratio(c, b), f"{c.median - b.median:+.1f}"])
+    return table(
+        ["client (MockTransport)", "µs/request median (spread)", "ratio", "µs added"], rows
+    )
+
+
+def _sync_rate(client: httpx.Client, url: str, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        client.get(url)
+    return n / (time.perf_counter() - start)
+
+
+async def _async_rate(client: httpx.AsyncClient, url: str, n: int, concurrency: int) -> float:
+    per_task = n // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await client.get(url)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return per_task * concurrency / (time.perf_counter() - start)
+
+
+def loopback(quick: bool) -> str:
+    n_seq = 500 if quick else 2_000
+    n_async = 1_000 if quick else 5_000
+    repeat = 3 if quick else 5
+    rows = []
+    with server_process() as base_url:
+        url = base_url + "/items"
+        # Warm the server and the loopback path.
+        with httpx.Client() as warm:
+            for _ in range(200):
+                warm.get(url)
+
+        def seq_row() -> None:
+            samples: dict[str, list[float]] = {"plain": [], "ours": []}
+            for _ in range(repeat):
+                with httpx.Client() as c:
+                    samples["plain"].append(_sync_rate(c, url, n_seq))
+                with klayengo.ResilientClient(**layers()) as c:
+                    samples["ours"].append(_sync_rate(c, url, n_seq))
+            rows.append(_rate_row("sync, sequential", samples))
+
+        def async_row(concurrency: int, connections: int) -> None:
+            limits = httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            )
+            samples: dict[str, list[float]] = {"plain": [], "ours": []}
+
+            async def one(kind: str) -> float:
+                if kind == "plain":
+                    async with httpx.AsyncClient(limits=limits) as c:
+                        return await _async_rate(c, url, n_async, concurrency)
+                async with klayengo.AsyncResilientClient(limits=limits, **layers()) as c:
+                    return await _async_rate(c, url, n_async, concurrency)
+
+            for _ in range(repeat):
+                for kind in ("plain", "ours"):
+                    samples[kind].append(anyio.run(one, kind))
+            rows.append(
+                _rate_row(f"async, {concurrency} tasks, {connections} connections", samples)
+            )
+
+        seq_row()
+        for concurrency, connections in ((50, 10), (50, 50), (10, 10)):
+            async_row(concurrency, connections)
+    return table(
+        [
+            "loopback scenario",
+            "httpx req/s median (spread)",
+            "klayengo req/s median (spread)",
+            "klayengo / httpx throughput",
+        ],
+        rows,
+    )
+
+
+def _rate_row(name: str, samples: dict[str, list[float]]) -> list[str]:
+    import statistics
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+    r = statistics.median(samples["ours"]) / statistics.median(samples["plain"])
+    return [name, cell(samples["plain"]), cell(samples["ours"]), f"{r:.3f} ({(r - 1) * 100:+.1f}%)"]
+
+
+_PROBE = """
+import sys, time, importlib.abc
+if {block}:
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "sniffio" or name.startswith("sniffio."):
+                raise ModuleNotFoundError("blocked for the benchmark", name=name)
+            return None
+    sys.meta_path.insert(0, Block())
+import anyio, httpx
+from benchmarks.bench_stack import _async_rate
+url = sys.argv[1]
+async def main():
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=10)) as c:
+        await _async_rate(c, url, 500, 10)
+        return await _async_rate(c, url, {n}, 10)
+print(anyio.run(main))
+"""
+
+
+def sniffio_trap(quick: bool) -> str:
+    n = 1_000 if quick else 3_000
+    rows = []
+    with server_process() as base_url:
+        results: dict[str, list[float]] = {"with sniffio": [], "sniffio blocked": []}
+        for _ in range(3):
+            for name, block in (("with sniffio", False), ("sniffio blocked", True)):
+                out = subprocess.run(
+                    [sys.executable, "-c", _PROBE.format(block=block, n=n), base_url + "/x"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                results[name].append(float(out.stdout.strip().splitlines()[-1]))
+    import statistics
+
+    base = statistics.median(results["with sniffio"])
+    for name, values in results.items():
+        med = statistics.median(values)
+        rows.append(
+            [name, f"{med:,.0f} ({min(values):,.0f}-{max(values):,.0f})", f"{med / base:.2f}x"]
+        )
+    return table(
+        [
+            "plain httpx.AsyncClient, 10 tasks/10 connections",
+            "req/s median (spread)",
+            "vs with sniffio",
+        ],
+        rows,
+    )
+
+
+def run(quick: bool = False) -> str:
+    parts = [
+        "## 1. Stack overhead vs plain httpx",
+        "",
+        "Every layer on: retry and breaker at defaults (breaker closed), rate limit 1e9/s with a "
+        "burst of 1e6 (never binding), cache enabled with every response `no-store` (a miss "
+        "each time), metrics on into a private registry. Targets: (a) ≤ 1.25x of plain httpx on "
+        "MockTransport; (b) within 5% of plain httpx throughput against a loopback server.",
+        "",
+        "### (a) MockTransport, per request",
+        "",
+        mock_overhead(quick),
+        "",
+        "### (b) Loopback server in a separate process (raw asyncio HTTP/1.1, TCP_NODELAY, keep-alive)",
+        "",
+        "A fresh client per row and per repeat; requests/s over the whole run.",
+        "",
+        loopback(quick),
+        "",
+        "### (c) httpcore without sniffio",
+        "",
+        "httpcore 1.0.9 tries `import sniffio` for every async lock it creates; anyio ≥ 4.16 no "
+        "longer installs sniffio. klayengo depends on `sniffio` so a default install takes the "
+        "fast path. Each row runs in a child process.",
+        "",
+        sniffio_trap(quick),
+    ]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    print(run(quick="--quick" in args))
+
+
+if __name__ == "__main__":
+    main()
