@@ -31,6 +31,7 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+MAX_PORT: Final = 65535
 #: ``klayengo get``'s default timeout, seconds (httpx's own default).
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -130,7 +131,7 @@ def _number(kind: str, *, minimum: float, strict: bool) -> type[float]:
     return convert  # type: ignore[return-value]
 
 
-def _count(kind: str, *, minimum: int) -> type[int]:
+def _count(kind: str, *, minimum: int, maximum: int | None = None) -> type[int]:
     def convert(text: str) -> int:
         try:
             value = int(text)
@@ -138,6 +139,8 @@ def _count(kind: str, *, minimum: int) -> type[int]:
             raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r} (must be >= {minimum})")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r} (must be <= {maximum})")
         return value
 
     convert.__name__ = kind
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--metrics-port",
-        type=_count("port", minimum=0),
+        type=_count("port", minimum=0, maximum=MAX_PORT),
         default=0,
         metavar="P",
         help="serve /metrics on 127.0.0.1:P (0: a free port)",

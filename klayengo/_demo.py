@@ -46,6 +46,7 @@ from ._policies import (
     RateLimitPolicy,
     RetryPolicy,
 )
+from ._server import serve_metrics
 from .testing import (
     LOOPBACK,
     Behaviour,
@@ -544,21 +545,6 @@ def _rich_table(rich: Any, title: str, headers: Sequence[str]) -> Any:
     return table
 
 
-class _MetricsEndpoint:
-    """The ``/metrics`` endpoint of the demo's registry on 127.0.0.1."""
-
-    def __init__(self, port: int, registry: Any) -> None:
-        from prometheus_client import start_http_server
-
-        self._server, self._thread = start_http_server(port, addr=LOOPBACK, registry=registry)
-        self.url = f"http://{LOOPBACK}:{self._server.server_port}/metrics"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
 def run_demo(
     options: DemoOptions,
     *,
@@ -601,7 +587,7 @@ def run_demo(
     registry = CollectorRegistry()
     with Upstream({o.name: o.behaviour for o in scenario}) as upstream:
         keys = {o.name: upstream[o.name].host_key for o in scenario}
-        endpoint = _MetricsEndpoint(options.metrics_port, registry)
+        endpoint = serve_metrics(options.metrics_port, LOOPBACK, registry)
         try:
             with ResilientClient(
                 name=CLIENT_NAME,

@@ -35,7 +35,7 @@ def by(samples: dict[Labels, float], *keys: str) -> Counter[tuple[str, ...]]:
     for labels, value in samples.items():
         found = dict(labels)
         if found.get("client") == "demo":
-            result[tuple(found[k] for k in keys)] += int(round(value))
+            result[tuple(found[k] for k in keys)] += round(value)
     return result
 
 
@@ -176,13 +176,6 @@ def test_demo_end_to_end_summary_matches_the_scraped_metrics() -> None:
     assert flaky.final_state == "closed", flaky  # recovered before the end
     assert sum(flaky.retries.values()) >= 1
     assert hosts["slow"].retries["timeout"] + hosts["slow"].errors["timeout"] >= 1
-    limited = hosts["limited"]
-    assert limited.waits >= 1
-    cacheable = hosts["cacheable"]
-    assert cacheable.cache["hit"] >= 1
-    assert cacheable.cache["revalidated"] >= 1
-    assert cacheable.cache["stale"] >= 1
-    assert cacheable.cache["miss"] >= 1
     # ... and the metrics say the same, to the unit.
     assert "klayengo_requests_total" in scraped, sorted(scraped)
     assert discrepancies(summary, scraped) == []

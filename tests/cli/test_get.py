@@ -133,30 +133,3 @@ def test_open_breaker_fails_fast_with_one_line(
     assert err.startswith(f"klayengo get: error: circuit open for {server.host_key}: not sent")
     assert err.count("\n") == 1
     assert server.count("/down") == 2  # the third attempt never left the client
-
-
-def test_cache_result_is_reported(
-    server: FlakyServer, capsysbinary: pytest.CaptureFixture[bytes]
-) -> None:
-    from klayengo.testing import Cacheable
-
-    server.route("/c", Cacheable(max_age=60))
-    code, _, err = run(capsysbinary, "get", server.url("/c"), "--cache-ttl", "30", "-v")
-    assert code == 0
-    assert "klayengo: attempts=1 cache=miss breaker=closed" in err
-    assert "* retry: 3 retries; breaker: 50% of >= 20 calls; cache: ttl 30 s" in err
-
-
-def test_rate_limited_with_max_wait_0_is_one_line(
-    server: FlakyServer, capsysbinary: pytest.CaptureFixture[bytes]
-) -> None:
-    # The first attempt takes the only token; its retry would wait ~60 s for the next.
-    server.route("/busy", FailTimes(1))
-    code, out, err = run(
-        capsysbinary, "get", server.url("/busy"), "--rate", "1/60s", "--max-wait", "0"
-    )
-    assert code == 1
-    assert out == ""
-    assert err.startswith(f"klayengo get: error: rate limited for {server.host_key}: not sent")
-    assert err.count("\n") == 1
-    assert server.count("/busy") == 1

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ["demo", "--duration", "0"],
         ["demo", "--concurrency", "0"],
         ["demo", "--metrics-port", "-5"],
+        ["demo", "--metrics-port", "65536"],
         ["demo", "--seed", "x"],
     ],
 )
