@@ -87,7 +87,7 @@ JOIN_TIMEOUT: Final = 10.0
 # The scenario, as fractions of the duration.
 FLAKY_INTERMITTENT: Final = 0.3
 FLAKY_DOWN: Final = 0.25
-FLAKY_FAILURE_RATE: Final = 0.35
+FLAKY_FAILURE_RATE: Final = 0.3
 CACHEABLE_UP: Final = 0.45
 CACHEABLE_DOWN: Final = 0.25
 CACHEABLE_CHANGE_EVERY: Final = 0.3
@@ -133,7 +133,13 @@ class DemoOptions:
 # -- the numbers -------------------------------------------------------------------------
 @dataclass
 class HostStats:
-    """What happened to one origin. Call-site counts and layer events, side by side."""
+    """What happened to one origin. Call-site counts and layer events, side by side.
+
+    ``requests``, ``statuses``, ``errors``, ``attempts`` and ``seconds`` are counted by
+    the workers; the rest comes from the layers' events. ``waits`` counts the calls the
+    rate limiter admitted (it reports each, like the wait histogram's count) and
+    ``delayed`` those of them that actually waited.
+    """
 
     name: str
     host: str
@@ -150,6 +156,7 @@ class HostStats:
     rejections: int = 0
     rate_limited: int = 0
     waits: int = 0
+    delayed: int = 0
     wait_seconds: float = 0.0
     cache: Counter[str] = field(default_factory=Counter)
     coalesced: int = 0
@@ -176,6 +183,7 @@ class HostStats:
         self.rejections += other.rejections
         self.rate_limited += other.rate_limited
         self.waits += other.waits
+        self.delayed += other.delayed
         self.wait_seconds += other.wait_seconds
         self.coalesced += other.coalesced
         for mine, theirs in (
@@ -202,6 +210,7 @@ class HostStats:
             "breaker_state": self.final_state,
             "rate_limited": self.rate_limited,
             "rate_limit_waits": self.waits,
+            "rate_limit_delayed": self.delayed,
             "rate_limit_wait_seconds": round(self.wait_seconds, 6),
             "cache": dict(sorted(self.cache.items())),
             "coalesced": self.coalesced,
@@ -309,6 +318,7 @@ class _Recorder(Events):
         with self.lock:
             stats = self._stats(host)
             stats.waits += 1
+            stats.delayed += seconds > 0
             stats.wait_seconds += seconds
 
     def cache_result(self, host: str, result: str) -> None:
@@ -395,7 +405,7 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
             3,
             flaky,
             f"{FLAKY_FAILURE_RATE:.0%} 503s -> down (503) -> recovers",
-            "strict breaker: 5 failures in a row or 50% of 8",
+            "strict breaker: 5 failures in a row or 60% of 10",
             phases=flaky,
             phase_labels=("intermittent", "down", "recovered"),
         ),
@@ -426,7 +436,8 @@ def _host_policies(origins: dict[str, str], duration: float) -> dict[str, HostPo
     # policy's 30 s window and open duration would outlast a short demo).
     strict_breaker = CircuitBreakerPolicy(
         window=max(1.0, duration / 5),
-        minimum_calls=8,
+        minimum_calls=10,
+        failure_rate_threshold=0.6,
         consecutive_failures=5,
         open_duration=max(0.25, duration * 0.075),
     )
@@ -452,7 +463,7 @@ _COUNT_COLUMNS: Final = (
     ("failed", lambda s: str(s.failed())),
     ("retries", lambda s: str(sum(s.retries.values()))),
     ("fast\nfails", lambda s: str(s.rejections)),
-    ("rl\nwaits", lambda s: str(s.waits)),
+    ("rl\nwaits", lambda s: str(s.delayed)),
     ("rl\nrefused", lambda s: str(s.rate_limited)),
     ("cache\nh/r/s/m", lambda s: s.cache_text()),
 )
@@ -499,8 +510,8 @@ def _layer_lines(summary: DemoSummary) -> list[str]:
         f"retry budget exhausted {total.budget_exhausted}x",
         f"breaker:    {breakers or 'never opened'}; "
         f"{total.rejections} calls failed fast while open",
-        f"rate limit: {total.waits} calls waited {total.wait_seconds:.1f} s in total; "
-        f"{total.rate_limited} refused (past max_wait)",
+        f"rate limit: {total.delayed} of {total.waits} admitted calls waited their turn, "
+        f"{total.wait_seconds:.1f} s in total; {total.rate_limited} refused (past max_wait)",
         f"cache:      {cache['hit']} hits, {cache['revalidated']} revalidated, "
         f"{cache['stale']} stale on errors, {cache['miss']} misses, "
         f"{total.coalesced} coalesced",
