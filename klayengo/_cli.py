@@ -32,6 +32,8 @@ EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 MAX_PORT: Final = 65535
+#: More demo workers than this would only queue on the connection pool.
+MAX_CONCURRENCY: Final = 64
 #: ``klayengo get``'s default timeout, seconds (httpx's own default).
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -218,10 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--concurrency",
-        type=_count("concurrency", minimum=1),
+        type=_count("concurrency", minimum=1, maximum=MAX_CONCURRENCY),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="worker threads sharing the one client",
+        help=f"worker threads sharing the one client (1 to {MAX_CONCURRENCY})",
     )
     demo.add_argument(
         "--seed",

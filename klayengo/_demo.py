@@ -38,7 +38,7 @@ import httpx
 
 from ._client import ResilientClient
 from ._core.events import Events, MultiEvents
-from ._exceptions import CircuitOpenError, RateLimitExceeded
+from ._core.labels import error_type
 from ._policies import (
     CachePolicy,
     CircuitBreakerPolicy,
@@ -333,23 +333,6 @@ class _Recorder(Events):
         with self.lock:
             lines, self.pending_lines = self.pending_lines, []
         return lines
-
-
-def error_kind(exc: BaseException) -> str:
-    """The ``type`` label of ``klayengo_errors_total`` for ``exc`` (DESIGN.md §3)."""
-    if isinstance(exc, CircuitOpenError):
-        return "circuit_open"
-    if isinstance(exc, RateLimitExceeded):
-        return "rate_limited"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect"
-    if isinstance(exc, httpx.ProtocolError):
-        return "protocol"
-    if isinstance(exc, httpx.NetworkError):
-        return "network"
-    return "other"
 
 
 # -- the scenario ------------------------------------------------------------------------
@@ -710,7 +693,7 @@ def _worker(
         try:
             response = client.get(url)
         except httpx.HTTPError as exc:
-            recorder.error(server.host_key, error_kind(exc), time.monotonic() - started)
+            recorder.error(server.host_key, error_type(exc), time.monotonic() - started)
         except Exception:
             recorder.bug(server.host_key, traceback.format_exc(), time.monotonic() - started)
         else:

@@ -44,8 +44,8 @@ def discrepancies(summary: DemoSummary, metrics: dict[str, dict[Labels, float]])
 
     The summary counts requests at the call site (the workers see every response and
     exception) and layer events through its own sink next to the metrics sink; the
-    metrics must agree exactly: per host, logical requests by status code, errors of the
-    unambiguous types, retries by reason, breaker transitions by state and rejections,
+    metrics must agree exactly: per host, logical requests by status code, errors by
+    type, retries by reason, breaker transitions by state and rejections,
     rate-limit refusals and waits, cache results, coalesced requests.
     """
     problems: list[str] = []
@@ -61,18 +61,10 @@ def discrepancies(summary: DemoSummary, metrics: dict[str, dict[Labels, float]])
         Counter({(s.host, code): n for s in hosts for code, n in s.statuses.items()}),
         by(metrics.get("klayengo_requests_total", {}), "host", "status_code"),
     )
-    errors = by(metrics.get("klayengo_errors_total", {}), "host", "type")
     same(
-        "klayengo_errors_total (all types)",
-        Counter({(s.host,): sum(s.errors.values()) for s in hosts}),
-        by(metrics.get("klayengo_errors_total", {}), "host"),
-    )
-    same(
-        "klayengo_errors_total{type=circuit_open|rate_limited}",
-        Counter(
-            {(s.host, k): s.errors[k] for s in hosts for k in ("circuit_open", "rate_limited")}
-        ),
-        Counter({k: v for k, v in errors.items() if k[1] in ("circuit_open", "rate_limited")}),
+        "klayengo_errors_total",
+        Counter({(s.host, kind): n for s in hosts for kind, n in s.errors.items()}),
+        by(metrics.get("klayengo_errors_total", {}), "host", "type"),
     )
     same(
         "klayengo_retries_total",
@@ -175,6 +167,8 @@ def test_demo_end_to_end_summary_matches_the_scraped_metrics() -> None:
     assert flaky.rejections >= 1
     assert flaky.final_state == "closed", flaky  # recovered before the end
     assert sum(flaky.retries.values()) >= 1
+    # The seed fixes the upstream's draws (not which request gets which): with seed 11 the
+    # slow origin's 5th draw is a spike past the client's timeout.
     assert hosts["slow"].retries["timeout"] + hosts["slow"].errors["timeout"] >= 1
     # ... and the metrics say the same, to the unit.
     assert "klayengo_requests_total" in scraped, sorted(scraped)

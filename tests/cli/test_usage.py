@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ["get", "http://127.0.0.1:1/", "--unknown"],
         ["demo", "--duration", "0"],
         ["demo", "--concurrency", "0"],
+        ["demo", "--concurrency", "65"],
         ["demo", "--metrics-port", "-5"],
         ["demo", "--metrics-port", "65536"],
         ["demo", "--seed", "x"],
