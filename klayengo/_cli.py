@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 import time
@@ -327,10 +328,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "get":
-        return _get(args, parser)
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "get":
+            return _get(args, parser)
+    except BrokenPipeError:
+        # The reader went away (`klayengo demo | head`): stop quietly, and keep Python
+        # from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILURE
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
@@ -350,6 +359,8 @@ def _demo(args: argparse.Namespace) -> int:
         summary = run_demo(options)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # the metrics port is taken, or the upstream cannot bind
         print(f"klayengo demo: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -379,14 +390,12 @@ def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"> GET {url}", file=err)
         for name, value in args.headers:
             print(f"> {name}: {value}", file=err)
-        print(
-            f"* retry: {args.retries} retries"
-            + (f", deadline {args.deadline:g} s" if args.deadline else "")
-            + f"; breaker: {_breaker_text(breaker)}"
-            + (f"; rate limit: {_rate_text(rate_limit)}" if rate_limit else "")
-            + (f"; cache: ttl {args.cache_ttl:g} s" if cache else ""),
-            file=err,
-        )
+        layers = [describe_retry(retry), describe_breaker(breaker)]
+        if rate_limit is not None:
+            layers.append(describe_rate_limit(rate_limit))
+        if cache is not None:
+            layers.append(describe_cache(cache))
+        print(f"* {'; '.join(layers)}; timeout {args.timeout:g} s", file=err)
     started = time.monotonic()
     try:
         with ResilientClient(
@@ -420,17 +429,38 @@ def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return EXIT_OK
 
 
-def _breaker_text(policy: CircuitBreakerPolicy) -> str:
-    text = f"{policy.failure_rate_threshold:.0%} of >= {policy.minimum_calls} calls"
-    if policy.consecutive_failures is not None:
-        text += f" or {policy.consecutive_failures} failures in a row"
+def describe_retry(policy: RetryPolicy) -> str:
+    """``"retry 3x, deadline 5 s"``."""
+    text = f"retry {policy.max_retries}x"
+    if policy.deadline is not None:
+        text += f", deadline {policy.deadline:g} s"
     return text
 
 
-def _rate_text(policy: RateLimitPolicy) -> str:
-    text = f"{policy.rate:g} per {policy.per:g} s"
+def describe_breaker(policy: CircuitBreakerPolicy) -> str:
+    """``"breaker: 5 in a row or 50% of >= 20 calls, open 30 s"``."""
+    text = "breaker: "
+    if policy.consecutive_failures is not None:
+        text += f"{policy.consecutive_failures} in a row or "
+    return (
+        text + f"{policy.failure_rate_threshold:.0%} of >= {policy.minimum_calls} calls, "
+        f"open {policy.open_duration:g} s"
+    )
+
+
+def describe_rate_limit(policy: RateLimitPolicy) -> str:
+    """``"rate limit 10/1 s, burst 1, max_wait 0.5 s"``."""
+    text = f"rate limit {policy.rate:g}/{policy.per:g} s, burst {policy.burst}"
     if policy.max_wait is not None:
         text += f", max_wait {policy.max_wait:g} s"
+    return text
+
+
+def describe_cache(policy: CachePolicy) -> str:
+    """``"cache ttl 60 s, stale-if-error 40 s"``."""
+    text = f"cache ttl {policy.ttl:g} s"
+    if policy.stale_if_error:
+        text += f", stale-if-error {policy.stale_if_error:g} s"
     return text
 
 

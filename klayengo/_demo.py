@@ -36,6 +36,7 @@ from typing import IO, Any, Final
 
 import httpx
 
+from ._cli import describe_breaker, describe_cache, describe_rate_limit, describe_retry
 from ._client import ResilientClient
 from ._core.events import Events, MultiEvents
 from ._core.labels import error_type
@@ -97,15 +98,6 @@ SLOW_SPIKE_RATE: Final = 0.08
 SLOW_SPIKE: Final = 1.5
 SERVER_RATE: Final = 5.0
 CLIENT_RATE: Final = 6.0
-
-#: (name, weight in the traffic mix)
-ORIGINS: Final = (
-    ("healthy", 3),
-    ("slow", 2),
-    ("flaky", 3),
-    ("limited", 1),
-    ("cacheable", 3),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,18 +334,52 @@ class _Origin:
     weight: int
     behaviour: Behaviour
     upstream_text: str
-    policy_text: str
+    policy: HostPolicy | None = None
     phases: Phases | None = None
-    phase_labels: tuple[str, ...] = ()
+    phase_labels: tuple[str, ...] = ("up",)
     paths: tuple[str, ...] = ("/",)
 
     def phase(self, now: float) -> str:
         if self.phases is None:
-            return self.phase_labels[0] if self.phase_labels else "up"
+            return self.phase_labels[0]
         return self.phase_labels[self.phases.phase_index(now)]
+
+    def policy_text(self) -> str:
+        if self.policy is None:
+            return (
+                f"client defaults: {describe_retry(CLIENT_RETRY)}; "
+                f"{describe_breaker(CircuitBreakerPolicy())}"
+            )
+        parts = []
+        if isinstance(self.policy.retry, RetryPolicy):
+            parts.append(describe_retry(self.policy.retry))
+        if isinstance(self.policy.breaker, CircuitBreakerPolicy):
+            parts.append(describe_breaker(self.policy.breaker))
+        if isinstance(self.policy.rate_limit, RateLimitPolicy):
+            parts.append(describe_rate_limit(self.policy.rate_limit))
+        if isinstance(self.policy.cache, CachePolicy):
+            parts.append(describe_cache(self.policy.cache))
+        return "; ".join(parts)
+
+
+#: The client's own retry policy: quick retries, so the demo moves along.
+CLIENT_RETRY: Final = RetryPolicy(max_retries=2, backoff_base=0.05, backoff_max=0.5)
 
 
 def _scenario(duration: float, seed: int) -> list[_Origin]:
+    """The five origins: what each upstream does, and the client's policy for it.
+
+    Time-based settings scale with ``duration`` so that short runs tell the same story:
+    the breakers must open while an origin is down and close again after it recovers,
+    which the default policy's 30 s window and open duration would outlast.
+    """
+    strict_breaker = CircuitBreakerPolicy(
+        window=max(1.0, duration / 5),
+        minimum_calls=10,
+        failure_rate_threshold=0.6,
+        consecutive_failures=5,
+        open_duration=max(0.25, duration * 0.075),
+    )
     flaky = Phases(
         (duration * FLAKY_INTERMITTENT, Intermittent(FLAKY_FAILURE_RATE, seed=seed)),
         (duration * FLAKY_DOWN, Fail(503)),
@@ -373,14 +399,18 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
         then=Slow(SLOW_DELAY, seed=seed),
         seed=seed + 1,
     )
+    low, high = SLOW_DELAY
     return [
-        _Origin("healthy", 3, Healthy(), "always 200", "defaults", phase_labels=("up",)),
+        _Origin("healthy", 3, Healthy(), "always 200"),
         _Origin(
             "slow",
             2,
             slow,
-            f"50-300 ms; {SLOW_SPIKE_RATE:.0%} take {SLOW_SPIKE:g} s",
-            f"timeout {REQUEST_TIMEOUT:g} s, 1 retry, deadline",
+            f"{low * 1000:.0f}-{high * 1000:.0f} ms; {SLOW_SPIKE_RATE:.0%} take {SLOW_SPIKE:g} s "
+            f"(timeout {REQUEST_TIMEOUT:g} s)",
+            HostPolicy(
+                retry=RetryPolicy(max_retries=1, backoff_base=0.05, deadline=2.5 * REQUEST_TIMEOUT)
+            ),
             phase_labels=("slow",),
         ),
         _Origin(
@@ -388,7 +418,7 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
             3,
             flaky,
             f"{FLAKY_FAILURE_RATE:.0%} 503s -> down (503) -> recovers",
-            "strict breaker: 5 failures in a row or 60% of 10",
+            HostPolicy(breaker=strict_breaker),
             phases=flaky,
             phase_labels=("intermittent", "down", "recovered"),
         ),
@@ -397,45 +427,20 @@ def _scenario(duration: float, seed: int) -> list[_Origin]:
             1,
             RateLimited(SERVER_RATE),
             f"429 + Retry-After over {SERVER_RATE:g} req/s",
-            f"rate limit {CLIENT_RATE:g}/s, max_wait 0.5 s",
+            HostPolicy(rate_limit=RateLimitPolicy(rate=CLIENT_RATE, burst=2, max_wait=0.5)),
             phase_labels=(f"{SERVER_RATE:g}/s",),
         ),
         _Origin(
             "cacheable",
             3,
             cacheable,
-            "ETag + Last-Modified, max-age; down for a while",
-            "cache, stale-if-error; strict breaker",
+            "ETag, Last-Modified, max-age; down for a while",
+            HostPolicy(cache=CachePolicy(stale_if_error=2 * duration), breaker=strict_breaker),
             phases=cacheable,
             phase_labels=("up", "down", "up"),
             paths=tuple(f"/items/{n}" for n in range(1, CACHEABLE_ITEMS + 1)),
         ),
     ]
-
-
-def _host_policies(origins: dict[str, str], duration: float) -> dict[str, HostPolicy]:
-    """Per-host policies; ``origins`` maps names to host keys (``127.0.0.1:PORT``)."""
-    # Scaled to the run, so the breakers open and close again within it (the default
-    # policy's 30 s window and open duration would outlast a short demo).
-    strict_breaker = CircuitBreakerPolicy(
-        window=max(1.0, duration / 5),
-        minimum_calls=10,
-        failure_rate_threshold=0.6,
-        consecutive_failures=5,
-        open_duration=max(0.25, duration * 0.075),
-    )
-    return {
-        origins["slow"]: HostPolicy(
-            retry=RetryPolicy(max_retries=1, backoff_base=0.05, deadline=2.5 * REQUEST_TIMEOUT)
-        ),
-        origins["flaky"]: HostPolicy(breaker=strict_breaker),
-        origins["limited"]: HostPolicy(
-            rate_limit=RateLimitPolicy(rate=CLIENT_RATE, burst=2, max_wait=0.5)
-        ),
-        origins["cacheable"]: HostPolicy(
-            cache=CachePolicy(stale_if_error=2 * duration), breaker=strict_breaker
-        ),
-    }
 
 
 # -- output --------------------------------------------------------------------------------
@@ -586,8 +591,8 @@ def run_demo(
             with ResilientClient(
                 name=CLIENT_NAME,
                 timeout=REQUEST_TIMEOUT,
-                retry=RetryPolicy(max_retries=2, backoff_base=0.05, backoff_max=0.5),
-                hosts=_host_policies(keys, options.duration),
+                retry=CLIENT_RETRY,
+                hosts={keys[o.name]: o.policy for o in scenario if o.policy is not None},
                 metrics=registry,
             ) as client:
                 summary = _drive(
@@ -715,7 +720,9 @@ def _intro(
         f"{len(scenario)} origins on loopback, {options.duration:g} s (seed {seed})"
     )
     headers = ("origin", "port", "upstream behaviour", "client policy")
-    rows = [[o.name, str(upstream[o.name].port), o.upstream_text, o.policy_text] for o in scenario]
+    rows = [
+        [o.name, str(upstream[o.name].port), o.upstream_text, o.policy_text()] for o in scenario
+    ]
     if rich is not None:
         console = rich.console.Console(file=out)
         table = _rich_table(rich, head, headers)

@@ -58,7 +58,7 @@ def test_verbose_prints_request_policies_and_response_headers(
     assert code == 0
     assert f"> GET {server.url('/h')}" in err
     assert "> X-Trace: abc" in err
-    assert "* retry: 3 retries; breaker: 50% of >= 20 calls" in err
+    assert "* retry 3x; breaker: 50% of >= 20 calls, open 30 s; timeout 5 s" in err
     assert "< x-served-by: flaky" in err
     recorded = server.requests[-1]
     assert recorded.header("X-Trace") == "abc"

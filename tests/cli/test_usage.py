@@ -141,3 +141,21 @@ def test_python_dash_m_klayengo_and_import_without_rich() -> None:
         check=False,
     )
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_closed_stdout_pipe_ends_the_demo_quietly() -> None:
+    # `klayengo demo | head -3`: the reader leaves early; no traceback, no hang.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "klayengo", "demo", "--duration", "1", "--concurrency", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "Traceback" not in err
+    assert "Broken pipe" not in err
