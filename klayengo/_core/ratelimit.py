@@ -37,10 +37,14 @@ the queue), and ``tat`` moves back by ``T``. The limiter is then exactly where i
 would be had the cancelled request never arrived, so nobody behind it is delayed by
 it and no slot is ever double-booked. A waiter cancelled after its start time has
 passed has used its slot (it may already be on the wire): nothing is given back.
-The moved-up waiters are asleep until their old start; :meth:`GCRALimiter.cancel`
-returns the first of them to wake, and each moved-up waiter wakes its successor when
-it finishes waiting (:meth:`GCRALimiter.finish`), so one cancellation costs one
-wake-up per moved waiter, each delivered a full slot before that waiter's new start.
+
+The queue is two lists: the waiters in FIFO order and their slots (start times).
+Moving everyone up is then "remove the waiter, drop the last slot", two C-level list
+operations, so even hundreds of waiters cancelled together stay cheap. Moved-up
+waiters are asleep until their old start: :meth:`GCRALimiter.cancel` returns the
+first of them to wake, and each waiter that finishes waiting wakes its successor if
+that one is asleep past its (new) slot (:meth:`GCRALimiter.finish`): one wake-up per
+moved waiter, each a full slot before that waiter's new start.
 
 Pause (``Retry-After`` back-pressure)
 -------------------------------------
@@ -62,9 +66,9 @@ does it drop the one that will be idle soonest, which may let that host start up
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
-from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
@@ -84,31 +88,26 @@ _NEVER: Final = -math.inf
 
 
 class Reservation:
-    """A waiter's slot: ``start`` may move earlier (a cancellation) or later (a pause).
+    """A waiter's place in its limiter's queue (its slot lives in the limiter).
 
     Attributes:
-        start: the monotonic time the waiter may start.
-        moved_up: set once a cancellation moved ``start`` earlier; the waiter must then
-            hand the wake-up on to its successor when it finishes waiting.
-        waker: called (outside every lock) to make the waiter re-read ``start``;
+        until: the start the waiter last read (:meth:`GCRALimiter.arm`), i.e. when it
+            plans to wake; a waiter whose slot moved earlier than this needs a wake-up.
+        waker: called (outside every lock) to make the waiter read its slot again;
             set by the transport that sleeps on this reservation.
     """
 
-    __slots__ = ("moved_up", "start", "waker")
+    __slots__ = ("until", "waker")
 
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.moved_up = False
+    def __init__(self) -> None:
+        self.until = -math.inf
         self.waker: Callable[[], object] | None = None
 
     def wake(self) -> None:
-        """Make the waiter re-read ``start`` (no-op when it is not asleep)."""
+        """Make the waiter read its slot again (no-op when it has no waker)."""
         waker = self.waker
         if waker is not None:
             waker()
-
-    def __repr__(self) -> str:
-        return f"Reservation(start={self.start!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +153,7 @@ class GCRALimiter:
         "name",
         "paused_until",
         "pending",
+        "slots",
         "tat",
         "tolerance",
     )
@@ -167,8 +167,10 @@ class GCRALimiter:
         self.name = name
         self.tat = _NEVER
         self.paused_until = _NEVER
-        #: Reservations whose waiter has not finished waiting, in FIFO order.
-        self.pending: deque[Reservation] = deque()
+        #: Reservations whose waiter has not finished waiting, in FIFO order, and
+        #: their slots (start times, non-decreasing).
+        self.pending: list[Reservation] = []
+        self.slots: list[float] = []
         self.lock = threading.Lock()
         #: Set (under ``lock``) when a registry dropped this limiter: retry the lookup.
         self.evicted = False
@@ -194,9 +196,26 @@ class GCRALimiter:
         self.tat = max(tat, start) + self.interval
         if delay <= 0.0:
             return ADMIT_NOW
-        reservation = Reservation(start)
+        reservation = Reservation()
         self.pending.append(reservation)
+        self.slots.append(start)
         return Admit(delay, reservation)
+
+    def start_of(self, reservation: Reservation) -> float:
+        """The current slot of a waiting ``reservation``."""
+        return self.slots[self.pending.index(reservation)]
+
+    def arm(self, reservation: Reservation) -> float:
+        """The waiter is about to sleep until its slot: record and return that slot."""
+        start = self.slots[self.pending.index(reservation)]
+        reservation.until = start
+        return start
+
+    def _stale(self, index: int) -> Reservation | None:
+        # The waiter at `index`, if it sleeps past its slot (a cancellation moved it up).
+        if index < len(self.pending) and self.pending[index].until > self.slots[index]:
+            return self.pending[index]
+        return None
 
     def finish(self, reservation: Reservation) -> Reservation | None:
         """The waiter of ``reservation`` stopped waiting and starts now.
@@ -204,41 +223,32 @@ class GCRALimiter:
         Returns the next waiter to wake: one that a cancellation moved up while it
         slept (it relies on this hand-off to learn its earlier start).
         """
-        pending = self.pending
-        if pending and pending[0] is reservation:
-            pending.popleft()
-            index = 0
-        else:
-            try:
-                index = pending.index(reservation)
-            except ValueError:  # already removed by cancel()
-                return None
-            del pending[index]
-        if index < len(pending) and pending[index].moved_up:
-            return pending[index]
-        return None
+        try:
+            index = self.pending.index(reservation)
+        except ValueError:  # already removed by cancel()
+            return None
+        del self.pending[index]
+        del self.slots[index]
+        return self._stale(index)
 
     def cancel(self, reservation: Reservation, now: float) -> Reservation | None:
         """The waiter of ``reservation`` gave up at ``now``; give its slot back.
 
         Returns the waiter to wake (the first one that moved up), or None.
         """
-        pending = self.pending
         try:
-            index = pending.index(reservation)
+            index = self.pending.index(reservation)
         except ValueError:
             return None
-        del pending[index]
-        if reservation.start <= now:
+        del self.pending[index]
+        if self.slots[index] <= now:
             # Its turn had come: the slot is spent, as if it had started.
+            del self.slots[index]
             return None
         # Each later waiter takes the slot of the one before it; the last slot is freed.
-        previous = reservation.start
-        for later in list(pending)[index:]:
-            previous, later.start = later.start, previous
-            later.moved_up = True
+        self.slots.pop()
         self.tat -= self.interval
-        return pending[index] if index < len(pending) else None
+        return self._stale(index)
 
     def pause(self, now: float, seconds: float) -> float:
         """Forbid starts before ``now + min(seconds, max_pause)``; returns that time.
@@ -250,19 +260,21 @@ class GCRALimiter:
         if until <= self.paused_until:
             return self.paused_until
         self.paused_until = until
-        later = [r for r in self.pending if r.start > now]
-        if later:
-            # Roll back their reservations (each rollback is exact or conservative,
-            # see the module docstring), then reserve again in FIFO order.
-            tat = self.tat - len(later) * self.interval
-            for reservation in later:
+        slots = self.slots
+        first = bisect.bisect_right(slots, now)
+        if first < len(slots):
+            # Roll back the reservations of the waiters not yet due (each rollback is
+            # exact or conservative, see the module docstring), then reserve again in
+            # FIFO order.
+            tat = self.tat - (len(slots) - first) * self.interval
+            for index in range(first, len(slots)):
                 if tat < now:
                     tat = now
                 start = max(tat - self.tolerance, now, until)
                 if start > tat:
                     tat = start
                 tat += self.interval
-                reservation.start = start
+                slots[index] = start
             self.tat = tat
         return until
 

@@ -18,6 +18,7 @@ Both twins do the same three steps around the wrapped transport:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +26,8 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Final
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import httpx
 
 from .._core.headers import parse_retry_after
@@ -136,6 +139,19 @@ class _RateLimitMixin:
             )
         return _Limited(limiter, key, policy, host, now, decision.reservation)
 
+    def _remaining(
+        self,
+        limiter: GCRALimiter,
+        reservation: Reservation,
+        before: Callable[[], object] | None = None,
+    ) -> float:
+        """Seconds until the waiter's current slot; records that it sleeps until then."""
+        with limiter.lock:
+            if before is not None:
+                before()
+            start = limiter.arm(reservation)
+        return start - self._context.clock.monotonic()
+
     def _cancelled(self, limited: _Limited, reservation: Reservation) -> None:
         """The waiter gave up: give the slot back and wake whoever moved up."""
         limiter = limited.limiter
@@ -241,23 +257,18 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         return response
 
     def _wait(self, limited: _Limited, reservation: Reservation) -> None:
-        clock = self._context.clock
+        limiter = limited.limiter
         try:
             if self._wakeable:
                 event = threading.Event()
-                # Set the waker before reading the start, and clear the event before
-                # each read: a move-up either is seen by the read or sets the event.
                 reservation.waker = event.set
-                while True:
-                    event.clear()
-                    delay = reservation.start - clock.monotonic()
-                    if delay <= 0.0:
-                        break
+                # The event is cleared as the slot is read, under the lock: a move-up
+                # after that sees the old slot and sets the event, ending the wait.
+                while (delay := self._remaining(limiter, reservation, event.clear)) > 0.0:
                     event.wait(delay)
             else:
-                sleep = self._context.sleep
-                while (delay := reservation.start - clock.monotonic()) > 0.0:
-                    sleep(delay)
+                while (delay := self._remaining(limiter, reservation)) > 0.0:
+                    self._context.sleep(delay)
         except BaseException:  # KeyboardInterrupt and friends: give the slot back
             self._cancelled(limited, reservation)
             raise
@@ -304,11 +315,11 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         return response
 
     async def _wait(self, limited: _Limited, reservation: Reservation) -> None:
-        clock = self._context.clock
         sleep = self._context.async_sleep
+        limiter = limited.limiter
         try:
-            while (delay := reservation.start - clock.monotonic()) > 0.0:
-                # A move-up cancels this scope; the loop then re-reads the start. No
+            while (delay := self._remaining(limiter, reservation)) > 0.0:
+                # A move-up cancels this scope; the loop then reads the slot again. No
                 # other task runs between the read and the sleep, so none is missed.
                 with anyio.CancelScope() as scope:
                     reservation.waker = _waker(scope)
@@ -320,13 +331,20 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
 
 
 def _waker(scope: anyio.CancelScope) -> Callable[[], None]:
-    # A cancel scope may only be cancelled from its event loop's thread. An async
-    # client (like httpx's connection pool) is bound to one event loop, so a wake-up
-    # from elsewhere cannot concern it.
+    # A cancel scope may only be cancelled from its event loop's thread; a wake-up
+    # from another thread (a sync waiter sharing the limiter, another event loop) is
+    # handed to that loop. Without anyio's event loop tokens (anyio < 4.11) it cannot
+    # be, and the moved-up waiter keeps sleeping until its old slot.
     thread = threading.get_ident()
+    current_token = getattr(anyio.lowlevel, "current_token", None)
+    token = current_token() if current_token is not None else None
 
     def wake() -> None:
         if threading.get_ident() == thread:
             scope.cancel()
+        elif token is not None:
+            # If that event loop has finished, there is nobody left to wake.
+            with contextlib.suppress(Exception):
+                anyio.from_thread.run_sync(scope.cancel, token=token)
 
     return wake

@@ -40,7 +40,7 @@ def test_burst_one_means_no_hidden_burst() -> None:
     second = admit(lim, T0)
     assert second.delay == pytest.approx(0.1)
     assert second.reservation is not None
-    assert second.reservation.start == pytest.approx(T0 + 0.1)
+    assert lim.start_of(second.reservation) == pytest.approx(T0 + 0.1)
 
 
 def test_burst_then_one_per_interval() -> None:
@@ -119,42 +119,50 @@ def test_cancelling_the_last_waiter_rolls_back() -> None:
     tat = lim.tat
     assert lim.cancel(b, T0 + 0.05) is None
     assert lim.tat == pytest.approx(tat - 0.1)
-    assert list(lim.pending) == [a]
+    assert lim.pending == [a]
     # The next arrival gets exactly the freed slot.
-    assert admit(lim, T0 + 0.05).reservation.start == pytest.approx(T0 + 0.2)
+    assert lim.start_of(admit(lim, T0 + 0.05).reservation) == pytest.approx(T0 + 0.2)
 
 
 def test_cancelling_a_middle_waiter_moves_later_ones_up() -> None:
     lim = limiter(rate=10)
     a, b, c, d = queue(lim, 5)
-    old = [r.start for r in (a, b, c, d)]
+    old = [lim.arm(r) for r in (a, b, c, d)]  # all four are asleep until their slots
     wake = lim.cancel(b, T0 + 0.05)
     assert wake is c
-    assert [a.start, c.start, d.start] == pytest.approx(old[:3])
-    assert c.moved_up and d.moved_up and not a.moved_up
+    assert [lim.start_of(r) for r in (a, c, d)] == pytest.approx(old[:3])
     # The freed slot is the last one: the next arrival takes d's old slot, not a new one.
     e = admit(lim, T0 + 0.05).reservation
-    assert e.start == pytest.approx(old[3])
-    assert list(lim.pending) == [a, c, d, e]
+    assert lim.start_of(e) == pytest.approx(old[3])
+    assert lim.pending == [a, c, d, e]
 
 
 def test_cancelled_waiters_never_delay_later_ones() -> None:
     lim = limiter(rate=10, burst=2)
     waiters = queue(lim, 12)
-    schedule = [r.start for r in waiters]
+    schedule = [lim.start_of(r) for r in waiters]
     for r in waiters[1::2]:
         lim.cancel(r, T0)
     kept = waiters[0::2]
-    assert [r.start for r in kept] == pytest.approx(schedule[: len(kept)])
+    assert [lim.start_of(r) for r in kept] == pytest.approx(schedule[: len(kept)])
 
 
 def test_cancel_after_its_start_gives_nothing_back() -> None:
     lim = limiter(rate=10)
     (a,) = queue(lim, 2)
     tat = lim.tat
-    assert lim.cancel(a, a.start) is None
+    assert lim.cancel(a, lim.start_of(a)) is None
     assert lim.tat == tat
-    assert not lim.pending
+    assert not lim.pending and not lim.slots
+
+
+def test_cancel_wakes_only_a_waiter_asleep_past_its_new_slot() -> None:
+    lim = limiter(rate=10)
+    a, b, _c = queue(lim, 4)
+    lim.arm(a)
+    # b has not read its slot yet: it will read the new one, no wake-up needed.
+    assert lim.cancel(a, T0) is None
+    assert lim.start_of(b) == pytest.approx(T0 + 0.1)
 
 
 def test_cancel_is_idempotent_and_ignores_finished() -> None:
@@ -172,9 +180,13 @@ def test_cancel_is_idempotent_and_ignores_finished() -> None:
 def test_finish_hands_the_wake_up_to_a_moved_up_successor() -> None:
     lim = limiter(rate=10)
     a, b, c, d = queue(lim, 5)
+    for r in (a, b, c, d):
+        lim.arm(r)
     assert lim.finish(a) is None  # nobody moved: no extra wake-ups
     assert lim.cancel(b, T0) is c
-    assert lim.finish(c) is d  # c was woken by the cancel, d by c
+    lim.arm(c)  # c woke up and read its new slot; d is still asleep until its old one
+    assert lim.finish(c) is d
+    lim.arm(d)
     assert lim.finish(d) is None
 
 
@@ -205,11 +217,11 @@ def test_pause_replans_queued_waiters_in_order() -> None:
     waiters = queue(lim, 5)  # 2 at once, then waiters at +0.1, +0.2, +0.3
     lim.pause(T0 + 0.15, 1.0)  # the +0.1 waiter may already be on its way
     first, *later = waiters
-    assert first.start == pytest.approx(T0 + 0.1)
+    assert lim.start_of(first) == pytest.approx(T0 + 0.1)
     until = T0 + 1.15
     # Re-planned as if they arrived now: the burst is available again at `until`.
-    assert [r.start for r in later] == pytest.approx([until, until])
-    assert admit(lim, T0 + 0.15).reservation.start == pytest.approx(until + 0.1)
+    assert [lim.start_of(r) for r in later] == pytest.approx([until, until])
+    assert lim.start_of(admit(lim, T0 + 0.15).reservation) == pytest.approx(until + 0.1)
 
 
 def test_idle() -> None:
@@ -285,10 +297,10 @@ def simulate(
     counter = 0
 
     def commit_until(t: float) -> None:
-        while lim.pending and lim.pending[0].start <= t:
-            r = lim.pending[0]
+        while lim.pending and lim.slots[0] <= t:
+            r, start = lim.pending[0], lim.slots[0]
             lim.finish(r)
-            started.append((order[id(r)], r.start))
+            started.append((order[id(r)], start))
 
     for dt, (kind, arg) in ops:
         now += dt
@@ -301,7 +313,8 @@ def simulate(
             if decision.reservation is None:
                 started.append((counter, now))
             else:
-                assert decision.delay == pytest.approx(decision.reservation.start - now)
+                start = lim.arm(decision.reservation)
+                assert decision.delay == pytest.approx(start - now)
                 order[id(decision.reservation)] = counter
             counter += 1
         elif kind == "cancel" and lim.pending:
@@ -310,7 +323,7 @@ def simulate(
             until = lim.pause(now, float(arg))  # type: ignore[arg-type]
             assert until == max(until, now + min(float(arg), lim.max_pause))  # type: ignore[arg-type]
             # Nothing queued may start before the pause ends.
-            assert all(r.start >= until for r in lim.pending)
+            assert all(start >= until for start in lim.slots)
     commit_until(math.inf)
     return started
 
@@ -359,14 +372,14 @@ def test_cancellations_never_delay_the_rest(
 ) -> None:
     lim = limiter(rate=10, burst=burst)
     waiters = queue(lim, burst + waiting)
-    schedule = [r.start for r in waiters]
+    schedule = [lim.arm(r) for r in waiters]
     now = T0 + at * schedule[-1] - at * T0
-    gone = [r for i, r in enumerate(waiters) if i in cancelled and r.start > now]
+    gone = [r for i, r in enumerate(waiters) if i in cancelled and lim.start_of(r) > now]
     for r in gone:
         lim.cancel(r, now)
     kept = [r for r in waiters if r not in gone]
     # The survivors take the earliest slots of the original schedule, in order.
-    assert [r.start for r in kept] == pytest.approx(schedule[: len(kept)])
+    assert [lim.start_of(r) for r in kept] == pytest.approx(schedule[: len(kept)])
     nxt = admit(lim, now)
     expected = schedule[len(kept)] if len(kept) < len(schedule) else schedule[-1] + 0.1
     assert now + nxt.delay == pytest.approx(max(expected, now))
