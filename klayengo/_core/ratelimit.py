@@ -292,12 +292,15 @@ class LimiterRegistry:
     are few (one per distinct policy) and never dropped.
     """
 
-    __slots__ = ("_clients", "_hosts", "_lock")
+    __slots__ = ("_clients", "_hosts", "_lock", "host")
 
     def __init__(self) -> None:
         self._hosts: dict[Hashable, GCRALimiter] = {}
         self._clients: dict[RateLimitPolicy, GCRALimiter] = {}
         self._lock = threading.Lock()
+        #: ``host(key)``: the limiter of the origin ``key``, or None (a lock-free
+        #: ``dict.get``, bound once: this is on every request's path).
+        self.host: Callable[[Hashable], GCRALimiter | None] = self._hosts.get
 
     def __len__(self) -> int:
         return len(self._hosts) + len(self._clients)
@@ -312,10 +315,6 @@ class LimiterRegistry:
                     found = GCRALimiter.from_policy(policy, name)
                     self._clients[policy] = found
         return found
-
-    def host(self, key: Hashable) -> GCRALimiter | None:
-        """The limiter of the origin ``key``, if there is one (lock-free lookup)."""
-        return self._hosts.get(key)
 
     def add_host(
         self, key: Hashable, policy: RateLimitPolicy, name: str, now: float

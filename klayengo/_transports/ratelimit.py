@@ -31,7 +31,7 @@ import anyio.lowlevel
 import httpx
 
 from .._core.headers import parse_retry_after
-from .._core.hosts import host_key, origin
+from .._core.hosts import host_key
 from .._core.options import EXTENSION_KEY, request_options
 from .._core.ratelimit import (
     GCRALimiter,
@@ -58,7 +58,7 @@ BACK_PRESSURE_STATUSES: Final = frozenset({429, 503})
 class _Limited:
     """What the limiter decided for one admitted request (the twins' shared state)."""
 
-    __slots__ = ("host", "key", "limiter", "policy", "reservation", "reserved_at")
+    __slots__ = ("host", "key", "limiter", "policy", "reservation", "reserved_at", "waited")
 
     def __init__(
         self,
@@ -75,6 +75,8 @@ class _Limited:
         self.host = host
         self.reserved_at = reserved_at
         self.reservation = reservation
+        #: Seconds the request waited for its slot (set once it was admitted).
+        self.waited = 0.0
 
 
 class _RateLimitMixin:
@@ -83,36 +85,36 @@ class _RateLimitMixin:
     _context: LayerContext
     _registry: LimiterRegistry
 
-    def _limiter(
-        self, request: httpx.Request, policy: RateLimitPolicy
-    ) -> tuple[GCRALimiter, Hashable]:
-        registry = self._registry
-        if policy.scope == "client":
-            return registry.for_client(policy, self._context.name), policy
-        url = request.url
-        key = origin(url)
-        limiter = registry.host(key)
-        if limiter is None:
-            limiter = registry.add_host(key, policy, host_key(url), self._context.clock.monotonic())
-        return limiter, key
-
     def _reserve(self, request: httpx.Request) -> _Limited | None:
         """Reserve a slot for ``request``; None when it is not rate limited."""
-        policy = self._context.resolver.resolve(request.url).rate_limit
+        url = request.url
+        policy = self._context.resolver.resolve(url).rate_limit
         if policy is None:
             return None
         if EXTENSION_KEY in request.extensions and not request_options(request).rate_limit:
             return None
         clock = self._context.clock
+        registry = self._registry
+        key: Hashable
         while True:
-            limiter, key = self._limiter(request, policy)
+            if policy.scope == "host":
+                # httpx normalizes the scheme and host to lower case and a default
+                # port to None, so this triple names the origin (hosts.origin()) at
+                # half the cost.
+                key = (url.scheme, url.raw_host, url.port)
+                limiter = registry.host(key)
+                if limiter is None:
+                    limiter = registry.add_host(key, policy, host_key(url), clock.monotonic())
+            else:
+                key = policy
+                limiter = registry.for_client(policy, self._context.name)
             with limiter.lock:
                 if limiter.evicted:  # dropped by the registry after our lookup: look again
                     continue
                 now = clock.monotonic()
                 decision = limiter.reserve(now, policy.max_wait)
             break
-        host = limiter.name if policy.scope == "host" else host_key(request.url)
+        host = limiter.name if policy.scope == "host" else host_key(url)
         if isinstance(decision, Reject):
             self._context.events.rate_limited(host)
             if _log.isEnabledFor(logging.DEBUG):
@@ -130,7 +132,9 @@ class _RateLimitMixin:
                 host=host,
                 retry_after=decision.retry_after,
             )
-        if decision.delay > 0.0 and _log.isEnabledFor(logging.DEBUG):
+        if decision.reservation is None:
+            self._context.events.rate_limit_wait(host, 0.0)
+        elif _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s waits %.3f s",
                 host,
@@ -165,24 +169,18 @@ class _RateLimitMixin:
             wake.wake()
 
     def _finished(self, limited: _Limited, reservation: Reservation) -> None:
-        """The waiter's turn came: leave the queue, hand a moved-up slot on."""
+        """The waiter's turn came: leave the queue, hand a moved-up slot on, report."""
         limiter = limited.limiter
         with limiter.lock:
             wake = limiter.finish(reservation)
         if wake is not None:
             wake.wake()
+        limited.waited = max(0.0, self._context.clock.monotonic() - limited.reserved_at)
+        self._context.events.rate_limit_wait(limited.host, limited.waited)
 
-    def _admitted(self, limited: _Limited) -> float:
-        """Report the wait of an admitted request; returns it in seconds."""
-        waited = 0.0
-        if limited.reservation is not None:
-            waited = max(0.0, self._context.clock.monotonic() - limited.reserved_at)
-        self._context.events.rate_limit_wait(limited.host, waited)
-        return waited
-
-    def _respond(self, limited: _Limited, response: httpx.Response, waited: float) -> None:
+    def _respond(self, limited: _Limited, response: httpx.Response) -> None:
         """Record the wait on the response and apply ``Retry-After`` back-pressure."""
-        report(response)["wait"] = waited
+        report(response)["wait"] = limited.waited
         if response.status_code not in BACK_PRESSURE_STATUSES:
             return
         value = response.headers.get("Retry-After")
@@ -251,9 +249,8 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
             return self._next.handle_request(request)
         if limited.reservation is not None:
             self._wait(limited, limited.reservation)
-        waited = self._admitted(limited)
         response = self._next.handle_request(request)
-        self._respond(limited, response, waited)
+        self._respond(limited, response)
         return response
 
     def _wait(self, limited: _Limited, reservation: Reservation) -> None:
@@ -309,9 +306,8 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
             return await self._next.handle_async_request(request)
         if limited.reservation is not None:
             await self._wait(limited, limited.reservation)
-        waited = self._admitted(limited)
         response = await self._next.handle_async_request(request)
-        self._respond(limited, response, waited)
+        self._respond(limited, response)
         return response
 
     async def _wait(self, limited: _Limited, reservation: Reservation) -> None:
