@@ -41,7 +41,7 @@ from .._core.ratelimit import (
 )
 from .._core.report import report
 from .._exceptions import RateLimitExceeded
-from .._policies import HostPolicy, RateLimitPolicy
+from .._policies import HostPolicy, RateLimitPolicy, check_policy
 from ._context import LayerContext
 from ._layer import AsyncLayer, SyncLayer
 
@@ -211,6 +211,13 @@ def _registry(context: LayerContext) -> LimiterRegistry:
     return context.shared(REGISTRY_KEY, LimiterRegistry)
 
 
+def _standalone(
+    policy: RateLimitPolicy | None, hosts: Mapping[str, HostPolicy] | None
+) -> LayerContext:
+    check_policy("policy", policy, RateLimitPolicy)
+    return LayerContext.standalone(rate_limit=policy, hosts=hosts)
+
+
 class RateLimitTransport(_RateLimitMixin, SyncLayer):
     """Rate-limit the requests sent through ``transport`` (GCRA, see ``RateLimitPolicy``).
 
@@ -234,9 +241,7 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         hosts: Mapping[str, HostPolicy] | None = None,
         _context: LayerContext | None = None,
     ) -> None:
-        super().__init__(
-            transport, _context or LayerContext.standalone(rate_limit=policy, hosts=hosts)
-        )
+        super().__init__(transport, _context or _standalone(policy, hosts))
         self._registry = _registry(self._context)
         # time.sleep cannot be woken when a cancellation moves a waiter's slot earlier;
         # an Event wait sleeps the same way and can. An injected sleeper (a fake
@@ -295,9 +300,7 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         hosts: Mapping[str, HostPolicy] | None = None,
         _context: LayerContext | None = None,
     ) -> None:
-        super().__init__(
-            transport, _context or LayerContext.standalone(rate_limit=policy, hosts=hosts)
-        )
+        super().__init__(transport, _context or _standalone(policy, hosts))
         self._registry = _registry(self._context)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

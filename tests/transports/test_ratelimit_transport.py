@@ -378,7 +378,7 @@ async def test_async_cancelled_waiter_lets_later_waiters_start_earlier() -> None
 def test_sync_interrupted_waiter_wakes_the_threads_behind_it() -> None:
     # Real time: the main thread waits for slot 1 and gets a real SIGINT; the thread
     # waiting for slot 2 is asleep until then and must be woken to take slot 1.
-    interval = 0.15
+    interval = 0.2
     started: dict[str, float] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -398,10 +398,27 @@ def test_sync_interrupted_waiter_wakes_the_threads_behind_it() -> None:
             time.sleep(interval / 6)
             signal.pthread_kill(main, signal.SIGINT)
 
-        threading.Thread(target=interrupt).start()
-        with pytest.raises(KeyboardInterrupt):
-            client.get("http://a.test/1")
-        behind.join()
+        # Only raise while the main thread is where we expect it: a late signal
+        # must fail this test, not interrupt the whole test run.
+        armed = threading.Event()
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if armed.is_set():
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            armed.set()
+            interrupter = threading.Thread(target=interrupt)
+            interrupter.start()
+            with pytest.raises(KeyboardInterrupt):
+                client.get("http://a.test/1")
+            armed.clear()
+            interrupter.join()
+            behind.join()
+        finally:
+            armed.clear()
+            signal.signal(signal.SIGINT, previous)
     assert "/1" not in started
     assert started["/2"] - t0 < 1.5 * interval, started
 
@@ -459,3 +476,22 @@ def test_standalone_transport_without_policy_limits_listed_hosts_only() -> None:
         client.get("http://a.test/")
         with pytest.raises(RateLimitExceeded):
             client.get("http://a.test/")
+
+
+def test_standalone_transport_rejects_a_wrong_policy_type() -> None:
+    with pytest.raises(TypeError, match="RateLimitPolicy"):
+        RateLimitTransport(httpx.MockTransport(ok), 10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RateLimitPolicy"):
+        AsyncRateLimitTransport(httpx.MockTransport(ok), {"rate": 10})  # type: ignore[arg-type]
+
+
+def test_client_reports_waits_through_the_whole_stack() -> None:
+    clock = FakeClock()
+    client = klayengo.ResilientClient(
+        transport=httpx.MockTransport(ok),
+        rate_limit=RateLimitPolicy(rate=4),
+        _clock=clock,
+    )
+    with client:
+        waits = [client.get("http://a.test/").extensions["klayengo"]["wait"] for _ in range(3)]
+    assert waits == pytest.approx([0, 0.25, 0.25])
