@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 import sniffio
@@ -247,7 +247,7 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc
         if "@" in netloc:
             netloc = "***@" + netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return f"{parts.scheme}://{netloc}{parts.path}"
     except (ValueError, TypeError):
         return "<redis url>"
 

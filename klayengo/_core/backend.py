@@ -73,6 +73,9 @@ SIGNAL_RETENTION = 600.0
 #: Bounds of the in-memory cache store (the same defaults as ``CachePolicy``).
 DEFAULT_CACHE_MAX_ENTRIES = 1024
 DEFAULT_CACHE_MAX_BYTES = 64 * 2**20
+#: Float slack when comparing a wait with ``max_wait``, so that asking again exactly
+#: ``retry_after`` later is admitted despite rounding (Redis works in whole microseconds).
+_WAIT_EPSILON = 1e-9
 #: The limiter table drops expired keys when it grows past this many.
 _LIMITER_SWEEP_AT = 10_000
 
@@ -253,7 +256,7 @@ def gcra_reserve(
     """
     tat = max(tat, now)
     wait = max(0.0, tat - (burst - 1) * interval - now)
-    if max_wait is not None and wait > max_wait:
+    if max_wait is not None and wait > max_wait + _WAIT_EPSILON:
         return tat, Reservation(admitted=False, wait=wait - max_wait)
     return tat + interval, Reservation(admitted=True, wait=wait)
 
