@@ -29,7 +29,6 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -393,9 +392,7 @@ class RedisBackend:
         self._local = MemoryState()
         self._lock = threading.Lock()
         self._sync: Any = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, Any] = {}
         # Built now (redis-py connects lazily) so that a bad URL fails here.
         self._sync = self._build(redis.Redis)
 
@@ -442,6 +439,9 @@ class RedisBackend:
             if client is None:
                 from redis.asyncio.retry import Retry as AsyncRetry
 
+                # A closed loop's client can never be used (nor awaited) again.
+                for closed in [known for known in self._async if known.is_closed()]:
+                    del self._async[closed]
                 client = self._build(
                     self._redis.asyncio.Redis, AsyncRetry(self._redis.backoff.NoBackoff(), 0)
                 )
@@ -512,7 +512,7 @@ class RedisBackend:
                     # redis.asyncio runs on asyncio only: trio gets the sync client
                     # in a worker thread, bounded by the same socket timeouts.
                     reply = await anyio.to_thread.run_sync(
-                        _execute, self._sync_client(), op, self._redis
+                        self._execute_unless_late, op, time.monotonic()
                     )
                 result = op.parse(reply)
             except self._errors as exc:
@@ -521,6 +521,13 @@ class RedisBackend:
                 self._succeeded()
                 return result
         return op.local(self._local, clock.monotonic())
+
+    def _execute_unless_late(self, op: _Op[Any], submitted: float) -> Any:
+        """``_execute`` in a worker thread, unless waiting for the thread already took
+        the whole timeout (many tasks, few threads): then the caller answers locally."""
+        if time.monotonic() - submitted > self.timeout:
+            raise TimeoutError("no worker thread free within the timeout")
+        return _execute(self._sync_client(), op, self._redis)
 
     def _failed(self, op: _Op[Any], error: BaseException, events: Events) -> None:
         started = self._health.failed()

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from klayengo import RedisBackend
@@ -383,6 +384,35 @@ async def test_async_fail_open_is_bounded_by_the_timeout(
     finally:
         own_redis.resume()
     await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_many_tasks_on_a_hung_redis_wait_one_timeout(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """Hundreds of concurrent tasks: none waits much longer than one timeout (on trio
+    the calls queue for worker threads; a call that queued a whole timeout gives up)."""
+    timeout = 0.1
+    backend = RedisBackend(own_redis.url, prefix=prefix, timeout=timeout, cooldown=5.0)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=CountingEvents())
+    assert await stores.signals.aget_signal("h") is None
+    own_redis.pause()
+    took: list[float] = []
+
+    async def one() -> None:
+        started = time.monotonic()
+        assert (await stores.limits.areserve("k", 0.001, 1, None)).admitted
+        took.append(time.monotonic() - started)
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(300):
+                tasks.start_soon(one)
+    finally:
+        own_redis.resume()
+    await backend.aclose()
+    assert len(took) == 300
+    assert max(took) < 2 * timeout + SLACK, max(took)
 
 
 def test_nothing_listening_fails_open_at_once(prefix: str) -> None:
