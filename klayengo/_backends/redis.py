@@ -276,9 +276,12 @@ def _describe(error: BaseException, secrets: Sequence[str]) -> str:
 # -- the backend ----------------------------------------------------------------------
 
 
+_SKIP, _NORMAL, _TRIAL = 0, 1, 2
+
+
 class _Health:
-    """Whether to try Redis now: closed circuit normally; after a failure, one caller
-    per ``cooldown`` tries again while the others use local state."""
+    """Whether to try Redis now: always while it works; after a failure, one caller
+    per ``cooldown`` (a *trial*) tries again while the others use local state."""
 
     __slots__ = ("_cooldown", "_down", "_lock", "_retry_at")
 
@@ -288,19 +291,18 @@ class _Health:
         self._retry_at = 0.0
         self._lock = threading.Lock()
 
-    @property
-    def down(self) -> bool:
-        return self._down
-
-    def should_try(self) -> bool:
+    def should_try(self) -> int:
+        """``_NORMAL`` (no outage), ``_TRIAL`` (this caller probes Redis) or ``_SKIP``."""
         if not self._down:
-            return True
+            return _NORMAL
         now = time.monotonic()
         with self._lock:
-            if self._down and now < self._retry_at:
-                return False
+            if not self._down:
+                return _NORMAL
+            if now < self._retry_at:
+                return _SKIP
             self._retry_at = now + self._cooldown
-            return True
+            return _TRIAL
 
     def failed(self) -> bool:
         """Record a failure; True when it starts an outage."""
@@ -310,9 +312,10 @@ class _Health:
             self._retry_at = time.monotonic() + self._cooldown
             return started
 
-    def succeeded(self) -> bool:
-        """Record a success; True when it ends an outage."""
-        if not self._down:
+    def succeeded(self, mode: int) -> bool:
+        """Record a success; True when it ends an outage. Only a trial ends one: a
+        call sent before the outage began and answered late proves nothing."""
+        if not self._down or mode != _TRIAL:
             return False
         with self._lock:
             ended = self._down
@@ -492,19 +495,21 @@ class RedisBackend:
 
     # the fail-open wrapper ----------------------------------------------------------
     def _call(self, op: _Op[T], clock: Clock, events: Events) -> T:
-        if self._health.should_try():
+        mode = self._health.should_try()
+        if mode != _SKIP:
             try:
                 reply = _execute(self._sync_client(), op, self._redis)
                 result = op.parse(reply)
             except self._errors as exc:
                 self._failed(op, exc, events)
             else:
-                self._succeeded()
+                self._succeeded(mode)
                 return result
         return op.local(self._local, clock.monotonic())
 
     async def _acall(self, op: _Op[T], clock: Clock, events: Events) -> T:
-        if self._health.should_try():
+        mode = self._health.should_try()
+        if mode != _SKIP:
             try:
                 if sniffio.current_async_library() == "asyncio":
                     reply = await _aexecute(self._asyncio_client(), op, self._redis)
@@ -518,7 +523,7 @@ class RedisBackend:
             except self._errors as exc:
                 self._failed(op, exc, events)
             else:
-                self._succeeded()
+                self._succeeded(mode)
                 return result
         return op.local(self._local, clock.monotonic())
 
@@ -553,8 +558,8 @@ class RedisBackend:
                 _describe(error, self._secrets),
             )
 
-    def _succeeded(self) -> None:
-        if self._health.succeeded():
+    def _succeeded(self, mode: int) -> None:
+        if self._health.succeeded(mode):
             # What happened locally during the outage is not carried over.
             self._local = MemoryState()
             _log.info(

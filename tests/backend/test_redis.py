@@ -477,3 +477,20 @@ def test_credentials_never_shown(prefix: str, caplog: pytest.LogCaptureFixture) 
         assert secret not in str(raised.value) and "***@" in str(raised.value)
     finally:
         server.stop()
+
+
+def test_only_a_trial_call_ends_an_outage() -> None:
+    from klayengo._backends.redis import _NORMAL, _SKIP, _TRIAL, _Health
+
+    health = _Health(cooldown=0.05)
+    assert health.should_try() == _NORMAL
+    assert health.failed() is True
+    assert health.failed() is False  # the same outage
+    # A call sent before the outage and answered late does not end it.
+    assert health.succeeded(_NORMAL) is False
+    assert health.should_try() == _SKIP
+    time.sleep(0.05)
+    assert health.should_try() == _TRIAL
+    assert health.should_try() == _SKIP  # one trial per cool-down
+    assert health.succeeded(_TRIAL) is True
+    assert health.should_try() == _NORMAL
