@@ -25,6 +25,7 @@ and exception raised here; redis-py's messages are scrubbed of the password too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -157,8 +158,6 @@ class _Script:
 
     @classmethod
     def of(cls, text: str, nkeys: int) -> _Script:
-        import hashlib
-
         return cls(text, nkeys, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
 
 
@@ -735,13 +734,20 @@ class _RedisLimits(_RedisStore):
 
 
 class _RedisCache(_RedisStore):
+    """Entries under a digest of the cache key: bounded key names, and no URL (query
+    strings included) readable in Redis's keyspace, ``MONITOR`` or slow log."""
+
     __slots__ = ()
+
+    def _key(self, key: str) -> str:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=20)
+        return self._backend.key("c", digest.hexdigest())
 
     def _get(self, key: str) -> _Op[bytes | None]:
         return _Op(
             "cache_get",
             None,
-            ("GET", self._backend.key("c", key)),
+            ("GET", self._key(key)),
             _parse_bytes,
             lambda local, now: local.cache_get(key, now),
         )
@@ -753,7 +759,7 @@ class _RedisCache(_RedisStore):
         return _Op(
             "cache_set",
             None,
-            ("SET", self._backend.key("c", key), bytes(value), "PX", ttl_ms),
+            ("SET", self._key(key), bytes(value), "PX", ttl_ms),
             _ignore,
             lambda local, now: _discard(local.cache_set(key, value, ttl, now)),
         )
@@ -762,7 +768,7 @@ class _RedisCache(_RedisStore):
         return _Op(
             "cache_delete",
             None,
-            ("DEL", self._backend.key("c", key)),
+            ("DEL", self._key(key)),
             _ignore,
             lambda local, now: _discard(local.cache_delete(key)),
         )

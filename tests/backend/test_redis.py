@@ -234,6 +234,16 @@ def test_cache_round_trip_with_ttl(stores: Stores, events: CountingEvents) -> No
     assert not events.errors
 
 
+def test_cache_keys_in_redis_are_digests(
+    stores: Stores, shared_redis: RedisServer, prefix: str
+) -> None:
+    stores.cache.set("GET https://api.example/items?token=hunter2", b"v", 60)
+    assert stores.cache.get("GET https://api.example/items?token=hunter2") == b"v"
+    keys = shared_redis.command("KEYS", f"{prefix}*")
+    assert prefix.encode() + b"c:{" in keys
+    assert b"hunter2" not in keys and b"api.example" not in keys
+
+
 # -- async twins ----------------------------------------------------------------------
 
 
