@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -394,7 +394,8 @@ class RedisBackend:
         self._local = MemoryState()
         self._lock = threading.Lock()
         self._sync: Any = None
-        self._async: dict[asyncio.AbstractEventLoop, Any] = {}
+        # Per running asyncio loop: its client and the generator that closes it.
+        self._async: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]] = {}
         # Built now (redis-py connects lazily) so that a bad URL fails here.
         self._sync = self._build(redis.Redis)
 
@@ -434,20 +435,29 @@ class RedisBackend:
                 client = self._sync
         return client
 
-    def _asyncio_client(self) -> Any:
+    async def _asyncio_client(self) -> Any:
         loop = asyncio.get_running_loop()
+        found = self._async.get(loop)
+        if found is not None:
+            return found[0]
         with self._lock:
-            client = self._async.get(loop)
-            if client is None:
-                from redis.asyncio.retry import Retry as AsyncRetry
+            found = self._async.get(loop)
+            if found is not None:
+                return found[0]
+            from redis.asyncio.retry import Retry as AsyncRetry
 
-                # A closed loop's client can never be used (nor awaited) again.
-                for closed in [known for known in self._async if known.is_closed()]:
-                    del self._async[closed]
-                client = self._build(
-                    self._redis.asyncio.Redis, AsyncRetry(self._redis.backoff.NoBackoff(), 0)
-                )
-                self._async[loop] = client
+            # A closed loop's client was closed by its keeper (or can never be).
+            for closed in [known for known in self._async if known.is_closed()]:
+                del self._async[closed]
+            client = self._build(
+                self._redis.asyncio.Redis, AsyncRetry(self._redis.backoff.NoBackoff(), 0)
+            )
+            keeper = _close_with_loop(client)
+            self._async[loop] = (client, keeper)
+        # Started, the keeper is one of the loop's async generators, which
+        # ``asyncio.run`` (and every asyncio.Runner) closes before closing the loop:
+        # its ``finally`` then closes the client's connections on their own loop.
+        await keeper.__anext__()
         return client
 
     def close(self) -> None:
@@ -462,9 +472,9 @@ class RedisBackend:
         self.close()
         if sniffio.current_async_library() == "asyncio":
             with self._lock:
-                client = self._async.pop(asyncio.get_running_loop(), None)
-            if client is not None:
-                await client.aclose()
+                found = self._async.pop(asyncio.get_running_loop(), None)
+            if found is not None:
+                await found[1].aclose()
 
     def __enter__(self) -> RedisBackend:
         return self
@@ -511,7 +521,7 @@ class RedisBackend:
         if mode != _SKIP:
             try:
                 if sniffio.current_async_library() == "asyncio":
-                    reply = await _aexecute(self._asyncio_client(), op, self._redis)
+                    reply = await _aexecute(await self._asyncio_client(), op, self._redis)
                 else:
                     # redis.asyncio runs on asyncio only: trio gets the sync client
                     # in a worker thread, bounded by the same socket timeouts.
@@ -566,6 +576,13 @@ class RedisBackend:
                 self.redacted_url,
                 extra={"backend": self.redacted_url},
             )
+
+
+async def _close_with_loop(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 def _execute(client: Any, op: _Op[Any], redis: Any) -> Any:

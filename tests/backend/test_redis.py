@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import subprocess
@@ -273,6 +274,27 @@ async def test_async_operations(redis_url: str, prefix: str) -> None:
         await cache.adelete("c")
         assert await cache.aget("c") is None
     assert not events.errors
+
+
+def test_one_backend_serves_successive_event_loops(redis_url: str, prefix: str) -> None:
+    """redis.asyncio connections belong to one loop: each loop gets its own client,
+    closed when ``asyncio.run`` ends the loop (a leak fails: warnings are errors)."""
+    import asyncio
+
+    events = CountingEvents()
+    backend = RedisBackend(redis_url, prefix=prefix, timeout=0.5)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+
+    async def use() -> int:
+        opened = await stores.signals.apublish_open("h", 60.0)
+        return opened.generation
+
+    assert asyncio.run(use()) == 1
+    assert asyncio.run(use()) == 2  # a new loop, the old one closed
+    assert not events.errors
+    # Loop 1's client left the backend when loop 2 got one: collected unclosed, it
+    # would warn here.
+    gc.collect()
 
 
 # -- flushed, down, slow --------------------------------------------------------------
