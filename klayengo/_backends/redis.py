@@ -14,9 +14,10 @@ succeeds again, sharing resumes and the local state is discarded.
 
 Clients: one sync client (one connection pool) for the sync transports and for
 trio (there redis-py's asyncio client cannot run, so the sync client runs in a
-worker thread); one ``redis.asyncio`` client per running asyncio event loop
-(connections cannot cross loops). redis-py's own retries are disabled: a second
-attempt would double the worst-case wait.
+worker thread, and a call that waited a whole timeout for a thread answers
+locally); one ``redis.asyncio`` client per running asyncio event loop (connections
+cannot cross loops), closed when that loop shuts down. redis-py's own retries are
+disabled: a second attempt would double the worst-case wait.
 
 Credentials: the URL's userinfo and query are redacted in every repr, log record
 and exception raised here; redis-py's messages are scrubbed of the password too.

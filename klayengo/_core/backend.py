@@ -32,6 +32,25 @@ and may serve several clients. ``backend.bind(clock=..., events=...)`` returns t
 :class:`Stores` one client uses: the clock is that client's, and ``events`` is where
 the backend reports ``backend_error(operation)`` (and, for the memory cache,
 ``cache_evicted`` / ``cache_size``).
+
+How a layer uses them (one client, host key ``h``; the policy fields are the
+layer's own):
+
+- Breaker, per request: ``signal = signals.get_signal(h)``. None: decide locally.
+  ``"open"``: fail fast with ``retry_after=signal.remaining``. ``"half_open"``:
+  ``token = signals.acquire_probe(h, half_open_max_calls, lease_ttl)``; None means
+  fail fast, otherwise send the request as a probe and ``release_probe`` after it.
+  When the local window trips, or a probe fails: ``publish_open(h, open_duration)``;
+  when ``success_threshold`` probes succeeded: ``publish_closed(h)``. Remembering the
+  last ``generation`` seen tells a new opening (a transition to report) from one
+  already acted on.
+- Limiter, per attempt: ``r = limits.reserve(key, per / rate, burst, max_wait)``;
+  admitted: sleep ``r.wait`` (outside any lock) and go; refused: raise
+  ``RateLimitExceeded(retry_after=r.wait)``. On a 429/503 with Retry-After:
+  ``limits.pause(key, min(retry_after, max_pause), per / rate, burst)``.
+- Cache: serialize an entry to bytes, ``cache.set(key, blob, ttl=freshness +
+  stale window)`` only when it fits ``max_entry_bytes``; ``cache.get(key)`` and
+  deserialize; ``cache.delete(key)`` on invalidation. Coalescing stays in-process.
 """
 
 from __future__ import annotations
