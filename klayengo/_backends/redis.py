@@ -25,7 +25,6 @@ and exception raised here; redis-py's messages are scrubbed of the password too.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
@@ -33,10 +32,9 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import anyio.to_thread
 import sniffio
 
 from .._core.backend import (
@@ -48,6 +46,12 @@ from .._core.backend import (
 )
 from .._core.clock import Clock
 from .._core.events import Events
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio and anyio's thread pool are imported when first used, so that
+# ``import klayengo`` stays as light as it is without this module.
 
 __all__ = ["DEFAULT_COOLDOWN", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisBackend", "redact_url"]
 
@@ -437,6 +441,8 @@ class RedisBackend:
         return client
 
     async def _asyncio_client(self) -> Any:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
         if found is not None:
@@ -472,6 +478,8 @@ class RedisBackend:
         """Close the sync pool and the current event loop's async client."""
         self.close()
         if sniffio.current_async_library() == "asyncio":
+            import asyncio
+
             with self._lock:
                 found = self._async.pop(asyncio.get_running_loop(), None)
             if found is not None:
@@ -524,6 +532,8 @@ class RedisBackend:
                 if sniffio.current_async_library() == "asyncio":
                     reply = await _aexecute(await self._asyncio_client(), op, self._redis)
                 else:
+                    import anyio.to_thread
+
                     # redis.asyncio runs on asyncio only: trio gets the sync client
                     # in a worker thread, bounded by the same socket timeouts.
                     reply = await anyio.to_thread.run_sync(
