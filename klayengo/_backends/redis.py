@@ -123,33 +123,44 @@ return 1
 """
 )
 
-# KEYS: tat. ARGV: interval_us, burst, max_wait_us (-1: no limit).
-# -> {1, wait_us} admitted, {0, retry_after_us} refused. Mirrors gcra_reserve().
+# KEYS: limiter (a hash: t = tat, p = paused until). ARGV: interval_us, burst,
+# max_wait_us (-1: no limit). -> {1, wait_us} admitted, {0, wait_us} refused.
+# Mirrors gcra_reserve().
 _RESERVE = (
     _NOW
     + """
 local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+local v = redis.call('HMGET', KEYS[1], 't', 'p')
+local tat = tonumber(v[1] or 0)
+local paused = tonumber(v[2] or 0)
 if tat < now then tat = now end
-local wait = tat - (tonumber(ARGV[2]) - 1) * interval - now
-if wait < 0 then wait = 0 end
+local start = tat - (tonumber(ARGV[2]) - 1) * interval
+if start < now then start = now end
+if start < paused then start = paused end
+local wait = start - now
 local max_wait = tonumber(ARGV[3])
-if max_wait >= 0 and wait > max_wait then return {0, wait - max_wait} end
+if max_wait >= 0 and wait > max_wait then return {0, wait} end
+if start > tat then tat = start end
 tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1)
+redis.call('HSET', KEYS[1], 't', string.format('%d', tat))
+local last = tat
+if paused > last then last = paused end
+redis.call('PEXPIRE', KEYS[1], math.floor((last - now) / 1000) + 1)
 return {1, wait}
 """
 )
 
-# KEYS: tat. ARGV: pause_us, interval_us, burst. Mirrors gcra_pause().
+# KEYS: limiter. ARGV: pause_us. Never shortens an earlier pause.
 _PAUSE = (
     _NOW
     + """
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
-local floor = now + tonumber(ARGV[1]) + (tonumber(ARGV[3]) - 1) * tonumber(ARGV[2])
-if floor > tat then
-  redis.call('SET', KEYS[1], string.format('%d', floor), 'PX', math.floor((floor - now) / 1000) + 1)
-end
+local v = redis.call('HMGET', KEYS[1], 't', 'p')
+local untl = now + tonumber(ARGV[1])
+if untl <= tonumber(v[2] or 0) then return 0 end
+redis.call('HSET', KEYS[1], 'p', string.format('%d', untl))
+local last = tonumber(v[1] or 0)
+if untl > last then last = untl end
+redis.call('PEXPIRE', KEYS[1], math.floor((last - now) / 1000) + 1)
 return 1
 """
 )
@@ -737,28 +748,28 @@ class _RedisLimits(_RedisStore):
             lambda local, now: local.reserve(key, interval, burst, max_wait, now),
         )
 
-    def _pause(self, key: str, seconds: float, interval: float, burst: int) -> _Op[None]:
+    def _pause(self, key: str, seconds: float) -> _Op[None]:
         return _Op(
             "limit_pause",
             _S_PAUSE,
-            (self._backend.key("rl", key), _us(seconds), max(1, _us(interval)), burst),
+            (self._backend.key("rl", key), _us(seconds)),
             _ignore,
-            lambda local, now: local.pause(key, seconds, interval, burst, now),
+            lambda local, now: local.pause(key, seconds, now),
         )
 
     def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
         return self._run(self._reserve(key, interval, burst, max_wait))
 
-    def pause(self, key: str, seconds: float, interval: float, burst: int) -> None:
-        self._run(self._pause(key, seconds, interval, burst))
+    def pause(self, key: str, seconds: float) -> None:
+        self._run(self._pause(key, seconds))
 
     async def areserve(
         self, key: str, interval: float, burst: int, max_wait: float | None
     ) -> Reservation:
         return await self._arun(self._reserve(key, interval, burst, max_wait))
 
-    async def apause(self, key: str, seconds: float, interval: float, burst: int) -> None:
-        await self._arun(self._pause(key, seconds, interval, burst))
+    async def apause(self, key: str, seconds: float) -> None:
+        await self._arun(self._pause(key, seconds))
 
 
 class _RedisCache(_RedisStore):

@@ -47,7 +47,9 @@ layer's own):
 - Limiter, per attempt: ``r = limits.reserve(key, per / rate, burst, max_wait)``;
   admitted: sleep ``r.wait`` (outside any lock) and go; refused: raise
   ``RateLimitExceeded(retry_after=r.wait)``. On a 429/503 with Retry-After:
-  ``limits.pause(key, min(retry_after, max_pause), per / rate, burst)``.
+  ``limits.pause(key, min(retry_after, max_pause))``. (The same arithmetic as
+  ``_core.ratelimit.GCRALimiter``, without its in-process queue: no give-back of
+  a cancelled reservation, and a pause does not re-plan reservations already made.)
 - Cache: serialize an entry to bytes, ``cache.set(key, blob, ttl=freshness +
   stale window)`` only when it fits ``max_entry_bytes``; ``cache.get(key)`` and
   deserialize; ``cache.delete(key)`` on invalidation. Coalescing stays in-process.
@@ -79,7 +81,6 @@ __all__ = [
     "Reservation",
     "Stores",
     "bind_memory",
-    "gcra_pause",
     "gcra_reserve",
 ]
 
@@ -129,8 +130,8 @@ class Reservation:
         admitted: True when a slot was reserved; the caller must wait ``wait``
             seconds, then start (the slot is spent even if the caller gives up).
             False when the wait would exceed ``max_wait``; nothing was reserved.
-        wait: admitted: the delay before starting. Refused: the seconds after which
-            the same request would be admitted (a ``Retry-After``).
+        wait: the delay before the request's start (admitted), or the delay it
+            would have had (refused: a ``Retry-After``).
     """
 
     admitted: bool
@@ -190,7 +191,8 @@ class RateLimits(Protocol):
 
     ``interval`` is ``per / rate`` seconds and ``burst`` the number of requests that
     may start at once; in any window of length T at most ``burst + T / interval``
-    reservations start. One atomic call (one round trip for Redis) per request.
+    reservations start. One atomic call (one round trip for Redis) per request;
+    reservations are served in the order they were made.
     """
 
     def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
@@ -199,18 +201,16 @@ class RateLimits(Protocol):
         ``max_wait=None`` admits whatever the wait; ``0`` admits only an immediate start.
         """
 
-    def pause(self, key: str, seconds: float, interval: float, burst: int) -> None:
-        """No reservation may start within ``seconds`` from now (a server's Retry-After).
-
-        Afterwards starts resume one per ``interval``; the burst refills with time.
-        Never shortens an existing wait.
-        """
+    def pause(self, key: str, seconds: float) -> None:
+        """No reservation made from now on starts within ``seconds`` (a server's
+        Retry-After; the caller applies its cap). Never shortens an earlier pause;
+        reservations already made keep their start."""
 
     async def areserve(
         self, key: str, interval: float, burst: int, max_wait: float | None
     ) -> Reservation: ...
 
-    async def apause(self, key: str, seconds: float, interval: float, burst: int) -> None: ...
+    async def apause(self, key: str, seconds: float) -> None: ...
 
 
 @runtime_checkable
@@ -266,23 +266,26 @@ class Backend(Protocol):
 
 
 def gcra_reserve(
-    tat: float, now: float, interval: float, burst: int, max_wait: float | None
+    tat: float,
+    paused_until: float,
+    now: float,
+    interval: float,
+    burst: int,
+    max_wait: float | None,
 ) -> tuple[float, Reservation]:
     """One GCRA decision: ``(new_tat, reservation)``.
 
-    ``tat`` is the key's theoretical arrival time (anything <= ``now`` means idle).
-    The earliest start is ``max(tat, now) - (burst - 1) * interval``.
+    ``tat`` is the key's theoretical arrival time and ``paused_until`` the end of its
+    pause (anything <= ``now`` means none). The request may start at
+    ``max(max(tat, now) - (burst - 1) * interval, now, paused_until)``; reserving
+    moves ``tat`` to ``max(tat, now, start) + interval``. A refusal changes nothing.
     """
     tat = max(tat, now)
-    wait = max(0.0, tat - (burst - 1) * interval - now)
+    start = max(tat - (burst - 1) * interval, now, paused_until)
+    wait = start - now
     if max_wait is not None and wait > max_wait + _WAIT_EPSILON:
-        return tat, Reservation(admitted=False, wait=wait - max_wait)
-    return tat + interval, Reservation(admitted=True, wait=wait)
-
-
-def gcra_pause(tat: float, now: float, seconds: float, interval: float, burst: int) -> float:
-    """The ``tat`` after a pause: the next start is no earlier than ``now + seconds``."""
-    return max(tat, now + seconds + (burst - 1) * interval)
+        return tat, Reservation(admitted=False, wait=wait)
+    return max(tat, start) + interval, Reservation(admitted=True, wait=wait)
 
 
 # -- the in-memory implementation ------------------------------------------------------
@@ -312,7 +315,8 @@ class MemoryState:
         # key -> {token: lease expiry}
         self._probes: dict[str, dict[str, float]] = {}
         self._tokens = itertools.count(1)
-        self._tats: dict[str, float] = {}
+        # key -> (tat, paused_until)
+        self._limits: dict[str, tuple[float, float]] = {}
         # key -> (value, expiry); most recently used last
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._cache_bytes = 0
@@ -363,18 +367,18 @@ class MemoryState:
         self, key: str, interval: float, burst: int, max_wait: float | None, now: float
     ) -> Reservation:
         with self._lock:
-            tat, reservation = gcra_reserve(
-                self._tats.get(key, now), now, interval, burst, max_wait
-            )
+            tat, paused_until = self._limits.get(key, (now, now))
+            tat, reservation = gcra_reserve(tat, paused_until, now, interval, burst, max_wait)
             if reservation.admitted:
-                self._tats[key] = tat
-                if len(self._tats) > _LIMITER_SWEEP_AT:
-                    self._tats = {k: t for k, t in self._tats.items() if t > now}
+                self._limits[key] = (tat, paused_until)
+                if len(self._limits) > _LIMITER_SWEEP_AT:
+                    self._limits = {k: v for k, v in self._limits.items() if max(v) > now}
         return reservation
 
-    def pause(self, key: str, seconds: float, interval: float, burst: int, now: float) -> None:
+    def pause(self, key: str, seconds: float, now: float) -> None:
         with self._lock:
-            self._tats[key] = gcra_pause(self._tats.get(key, now), now, seconds, interval, burst)
+            tat, paused_until = self._limits.get(key, (now, now))
+            self._limits[key] = (tat, max(paused_until, now + seconds))
 
     # cache ------------------------------------------------------------------------
     def cache_get(self, key: str, now: float) -> bytes | None:
@@ -476,16 +480,16 @@ class _MemoryLimits:
     def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
         return self._state.reserve(key, interval, burst, max_wait, self._clock.monotonic())
 
-    def pause(self, key: str, seconds: float, interval: float, burst: int) -> None:
-        self._state.pause(key, seconds, interval, burst, self._clock.monotonic())
+    def pause(self, key: str, seconds: float) -> None:
+        self._state.pause(key, seconds, self._clock.monotonic())
 
     async def areserve(
         self, key: str, interval: float, burst: int, max_wait: float | None
     ) -> Reservation:
         return self.reserve(key, interval, burst, max_wait)
 
-    async def apause(self, key: str, seconds: float, interval: float, burst: int) -> None:
-        self.pause(key, seconds, interval, burst)
+    async def apause(self, key: str, seconds: float) -> None:
+        self.pause(key, seconds)
 
 
 class _MemoryCache:

@@ -12,7 +12,7 @@ from klayengo._core.backend import (
     CacheStore,
     MemoryBackend,
     RateLimits,
-    gcra_pause,
+    Reservation,
     gcra_reserve,
 )
 from klayengo._core.clock import FakeClock
@@ -121,8 +121,8 @@ def test_gcra_burst_then_one_per_interval(clock: FakeClock) -> None:
     assert [round(r.wait, 9) for r in waits] == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]
     refused = limits.reserve("k", 0.1, 3, 0.35)
     assert not refused.admitted
-    assert refused.wait == pytest.approx(0.05)
-    clock.advance(refused.wait)
+    assert refused.wait == pytest.approx(0.4)  # the wait it would have had
+    clock.advance(0.05)
     admitted = limits.reserve("k", 0.1, 3, 0.35)
     assert admitted.admitted and admitted.wait == pytest.approx(0.35)
     # Keys are independent.
@@ -141,39 +141,49 @@ def test_fail_fast_rejection_reports_retry_after(clock: FakeClock) -> None:
 
 def test_pause_delays_every_start_and_never_shortens(clock: FakeClock) -> None:
     limits = MemoryBackend().bind(clock=clock, events=Events()).limits
-    limits.pause("k", 5.0, 0.1, 3)
-    first = limits.reserve("k", 0.1, 3, None)
-    assert first.wait == pytest.approx(5.0)
-    assert limits.reserve("k", 0.1, 3, None).wait == pytest.approx(5.1)
-    limits.pause("k", 1.0, 0.1, 3)  # shorter than what is already queued
+    limits.pause("k", 5.0)
+    waits = [limits.reserve("k", 0.1, 3, None).wait for _ in range(4)]
+    assert waits == pytest.approx([5.0, 5.0, 5.0, 5.1])  # the burst is there after it
+    limits.pause("k", 1.0)  # shorter than the pause in force
     assert limits.reserve("k", 0.1, 3, None).wait == pytest.approx(5.2)
-    assert gcra_pause(100.0, 0.0, 1.0, 0.1, 3) == 100.0
+    refused = limits.reserve("other", 0.1, 3, 0.0)
+    assert refused.admitted  # pauses are per key
+    limits.pause("other", 2.0)
+    assert limits.reserve("other", 0.1, 3, 0.0) == Reservation(admitted=False, wait=2.0)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     rate=st.floats(min_value=0.5, max_value=1000),
     burst=st.integers(min_value=1, max_value=20),
-    gaps=st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=80),
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=0.5), st.sampled_from([0.0, 0.0, 0.0, 0.3])),
+        min_size=1,
+        max_size=80,
+    ),
     max_wait=st.one_of(st.none(), st.floats(min_value=0, max_value=2)),
 )
 def test_gcra_never_exceeds_the_bound(
-    rate: float, burst: int, gaps: list[float], max_wait: float | None
+    rate: float, burst: int, steps: list[tuple[float, float]], max_wait: float | None
 ) -> None:
-    """In any window of length W at most burst + W * rate starts, in FIFO order."""
+    """In any window of length W at most burst + W * rate starts, in FIFO order, none
+    during a pause; a refused request asking again after its wait is admitted."""
     interval = 1.0 / rate
-    tat, now, starts = 0.0, 0.0, []
-    for gap in gaps:
+    tat, paused, now, starts = 0.0, 0.0, 0.0, []
+    for gap, pause in steps:
         now += gap
-        tat, reservation = gcra_reserve(tat, now, interval, burst, max_wait)
+        if pause:
+            paused = max(paused, now + pause)
+        tat, reservation = gcra_reserve(tat, paused, now, interval, burst, max_wait)
         if reservation.admitted:
-            assert max_wait is None or reservation.wait <= max_wait
+            assert max_wait is None or reservation.wait <= max_wait + 1e-9
+            assert now + reservation.wait >= paused
             starts.append(now + reservation.wait)
         else:
-            assert max_wait is not None and reservation.wait > 0
-            # Asking again after retry_after (nothing else reserved) is admitted.
-            _, later = gcra_reserve(tat, now + reservation.wait, interval, burst, max_wait)
-            assert later.admitted
+            assert max_wait is not None and reservation.wait > max_wait
+            later = now + reservation.wait
+            _, again = gcra_reserve(tat, paused, later, interval, burst, max_wait)
+            assert again.admitted and again.wait == pytest.approx(0.0, abs=1e-9)
     assert starts == sorted(starts)
     assert max_excess(starts, rate, burst) <= 1e-6
 
@@ -246,7 +256,7 @@ async def test_async_forms_match_the_sync_ones(clock: FakeClock) -> None:
     await stores.signals.apublish_closed("h")
     assert await stores.signals.aget_signal("h") is None
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == 0.0
-    await stores.limits.apause("k", 3.0, 1.0, 1)
+    await stores.limits.apause("k", 3.0)
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == pytest.approx(3.0)
     await stores.cache.aset("c", b"v", 1.0)
     assert await stores.cache.aget("c") == b"v"
