@@ -12,8 +12,8 @@ the interfaces below, and a *backend* hands a client one implementation of each:
 - :class:`CacheStore`: opaque cached entries (bytes) with a time to live.
 
 :class:`MemoryBackend` (the default) keeps everything in this process;
-``klayengo.RedisBackend`` keeps it in Redis and falls back to a ``MemoryBackend``
-when Redis fails. A layer only ever sees the interfaces, never the backend.
+``klayengo.RedisBackend`` keeps it in Redis and falls back to in-memory state
+(:class:`MemoryState`) while Redis fails. A layer only ever sees the interfaces, never the backend.
 
 Time base. Every answer is a *relative* duration in seconds (``remaining``,
 ``wait``, ``opened_ago``) and every argument is one too (``open_for``,

@@ -151,6 +151,7 @@ def test_exactly_max_calls_probes_across_processes_and_threads(
     assert granted == 2  # half_open_max_calls=2 of 160 attempts
 
 
+@pytest.mark.slow
 def test_a_crashed_probers_lease_expires(stores: Stores, redis_url: str, prefix: str) -> None:
     stores.signals.publish_open("h", 0.0)
     process = spawn().Process(target=workers.probe_and_crash, args=(redis_url, prefix, "h", 1.0))
@@ -324,6 +325,7 @@ def _timed(fn: object, *args: object) -> tuple[object, float]:
     return result, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_fails_open_while_down_and_shares_again_after_restart(
     own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
