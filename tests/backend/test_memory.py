@@ -264,3 +264,15 @@ async def test_async_forms_match_the_sync_ones(clock: FakeClock) -> None:
     assert await stores.cache.aget("c") is None
     await MemoryBackend().aclose()
     assert not events.errors
+
+
+def test_redis_tests_skip_with_a_clear_message_only_without_the_binary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.backend import conftest
+
+    monkeypatch.setattr(conftest, "REDIS_SERVER", None)
+    with pytest.raises(pytest.skip.Exception, match="no redis-server binary"):
+        conftest._require_binary()
+    monkeypatch.setattr(conftest, "REDIS_SERVER", "/usr/bin/redis-server")
+    conftest._require_binary()  # present: no skip
