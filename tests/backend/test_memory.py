@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -177,14 +179,15 @@ def test_gcra_never_exceeds_the_bound(
         tat, reservation = gcra_reserve(tat, paused, now, interval, burst, max_wait)
         if reservation.admitted:
             assert max_wait is None or reservation.wait <= max_wait + 1e-9
-            assert now + reservation.wait >= paused
+            assert now + reservation.wait >= paused - 1e-9
             starts.append(now + reservation.wait)
         else:
             assert max_wait is not None and reservation.wait > max_wait
             later = now + reservation.wait
             _, again = gcra_reserve(tat, paused, later, interval, burst, max_wait)
             assert again.admitted and again.wait == pytest.approx(0.0, abs=1e-9)
-    assert starts == sorted(starts)
+    # FIFO (up to the float noise of now + (start - now)).
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(starts))
     assert max_excess(starts, rate, burst) <= 1e-6
 
 
