@@ -7,6 +7,7 @@ sync, asyncio and trio alike. See the README for the guide.
 
 from __future__ import annotations
 
+from ._backends.redis import RedisBackend
 from ._client import AsyncResilientClient, ResilientClient
 from ._core.breaker import BreakerSnapshot
 from ._exceptions import CircuitOpenError, RateLimitExceeded, ResilienceError
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimitPolicy",
     "RateLimitTransport",
+    "RedisBackend",
     "ResilienceError",
     "ResilientClient",
     "RetryPolicy",

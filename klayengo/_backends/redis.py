@@ -1,0 +1,831 @@
+"""``RedisBackend``: breaker signals, rate limits and cache entries shared through Redis.
+
+Every operation is one round trip: a Lua script (run by SHA, sent in full only
+when the server does not know it, e.g. after ``SCRIPT FLUSH``) or one plain
+command. Scripts read the server's ``TIME``, so processes with skewed clocks agree;
+answers are relative durations (see ``klayengo._core.backend``).
+
+Fail-open. Every call goes through :meth:`RedisBackend._call`: on a Redis error or
+timeout the operation is answered by a local :class:`~klayengo._core.backend.MemoryState`
+instead, ``events.backend_error(operation)`` is reported, one WARNING is logged per
+outage, and Redis is not tried again for ``cooldown`` seconds (then by one caller at
+a time), so no request waits on a dead Redis longer than the timeout. When a call
+succeeds again, sharing resumes and the local state is discarded.
+
+Clients: one sync client (one connection pool) for the sync transports and for
+trio (there redis-py's asyncio client cannot run, so the sync client runs in a
+worker thread, and a call that waited a whole timeout for a thread answers
+locally); one ``redis.asyncio`` client per running asyncio event loop (connections
+cannot cross loops), closed when that loop shuts down. redis-py's own retries are
+disabled: a second attempt would double the worst-case wait.
+
+Credentials: the URL's userinfo and query are redacted in every repr, log record
+and exception raised here; redis-py's messages are scrubbed of the password too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import sniffio
+
+from .._core.backend import (
+    SIGNAL_RETENTION,
+    BreakerSignal,
+    MemoryState,
+    Reservation,
+    Stores,
+)
+from .._core.clock import Clock
+from .._core.events import Events
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio and anyio's thread pool are imported when first used, so that
+# ``import klayengo`` stays as light as it is without this module.
+
+__all__ = ["DEFAULT_COOLDOWN", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisBackend", "redact_url"]
+
+_log = logging.getLogger("klayengo")
+
+T = TypeVar("T")
+
+#: Seconds each Redis call may take (connect, and then reply) before it fails open.
+DEFAULT_TIMEOUT = 0.05
+#: Seconds Redis is left alone after a failure before one caller tries it again.
+DEFAULT_COOLDOWN = 1.0
+#: The prefix of every key klayengo writes.
+DEFAULT_PREFIX = "klayengo:"
+_US = 1_000_000
+
+# -- Lua: every time below is integer microseconds of the server's clock ----------------
+# (integers, because Lua numbers returned to Redis are truncated to integers and
+# tostring() keeps only 14 significant digits; '%d' keeps all of them).
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+# KEYS: signal. -> {now, generation, opened, until} (until = 0: closed)
+_SIGNAL_GET = (
+    _NOW
+    + """
+local v = redis.call('HMGET', KEYS[1], 'gen', 'opened', 'until')
+if not v[3] then return {now, 0, 0, 0} end
+return {now, tonumber(v[1]), tonumber(v[2]), tonumber(v[3])}
+"""
+)
+
+# KEYS: signal, probes. ARGV: open_for_us, retention_ms.
+_SIGNAL_OPEN = (
+    _NOW
+    + """
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local untl = now + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'opened', string.format('%d', now), 'until', string.format('%d', untl))
+redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[1]) / 1000) + tonumber(ARGV[2]))
+redis.call('DEL', KEYS[2])
+return {now, gen, now, untl}
+"""
+)
+
+# KEYS: signal, probes. ARGV: retention_ms. The generation counter survives.
+_SIGNAL_CLOSE = """
+redis.call('HDEL', KEYS[1], 'opened', 'until')
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: signal, probes (a sorted set token -> lease expiry). ARGV: max_calls,
+# lease_us, token. -> 1 granted, 0 refused.
+_PROBE_ACQUIRE = (
+    _NOW
+    + """
+local untl = redis.call('HGET', KEYS[1], 'until')
+if untl and tonumber(untl) > now then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], string.format('%d', now + tonumber(ARGV[2])), ARGV[3])
+local ttl = math.floor(tonumber(ARGV[2]) / 1000) + 1
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"""
+)
+
+# KEYS: limiter (a hash: t = tat, p = paused until). ARGV: interval_us, burst,
+# max_wait_us (-1: no limit). -> {1, wait_us} admitted, {0, wait_us} refused.
+# Mirrors gcra_reserve().
+_RESERVE = (
+    _NOW
+    + """
+local interval = tonumber(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 't', 'p')
+local tat = tonumber(v[1] or 0)
+local paused = tonumber(v[2] or 0)
+if tat < now then tat = now end
+local start = tat - (tonumber(ARGV[2]) - 1) * interval
+if start < now then start = now end
+if start < paused then start = paused end
+local wait = start - now
+local max_wait = tonumber(ARGV[3])
+if max_wait >= 0 and wait > max_wait then return {0, wait} end
+if start > tat then tat = start end
+tat = tat + interval
+redis.call('HSET', KEYS[1], 't', string.format('%d', tat))
+local last = tat
+if paused > last then last = paused end
+redis.call('PEXPIRE', KEYS[1], math.floor((last - now) / 1000) + 1)
+return {1, wait}
+"""
+)
+
+# KEYS: limiter. ARGV: pause_us. Never shortens an earlier pause.
+_PAUSE = (
+    _NOW
+    + """
+local v = redis.call('HMGET', KEYS[1], 't', 'p')
+local untl = now + tonumber(ARGV[1])
+if untl <= tonumber(v[2] or 0) then return 0 end
+redis.call('HSET', KEYS[1], 'p', string.format('%d', untl))
+local last = tonumber(v[1] or 0)
+if untl > last then last = untl end
+redis.call('PEXPIRE', KEYS[1], math.floor((last - now) / 1000) + 1)
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    nkeys: int
+    sha: str
+
+    @classmethod
+    def of(cls, text: str, nkeys: int) -> _Script:
+        return cls(text, nkeys, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+
+
+_S_SIGNAL_GET = _Script.of(_SIGNAL_GET, 1)
+_S_SIGNAL_OPEN = _Script.of(_SIGNAL_OPEN, 2)
+_S_SIGNAL_CLOSE = _Script.of(_SIGNAL_CLOSE, 2)
+_S_PROBE_ACQUIRE = _Script.of(_PROBE_ACQUIRE, 2)
+_S_RESERVE = _Script.of(_RESERVE, 1)
+_S_PAUSE = _Script.of(_PAUSE, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Op(Generic[T]):
+    """One backend operation: what to send to Redis, how to read the reply, and the
+    local answer when Redis is unavailable."""
+
+    name: str
+    script: _Script | None
+    args: tuple[Any, ...]
+    parse: Callable[[Any], T]
+    local: Callable[[MemoryState, float], T]
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * _US)
+
+
+def _seconds(us: Any) -> float:
+    return max(0.0, int(us) / _US)
+
+
+def _parse_signal(reply: Any) -> BreakerSignal | None:
+    now, generation, opened, until = (int(x) for x in reply)
+    if until == 0:
+        return None
+    remaining = _seconds(until - now)
+    return BreakerSignal(
+        state="open" if remaining > 0 else "half_open",
+        generation=generation,
+        opened_ago=_seconds(now - opened),
+        remaining=remaining,
+    )
+
+
+def _parse_open(reply: Any) -> BreakerSignal:
+    signal = _parse_signal(reply)
+    if signal is None:
+        raise ValueError(f"unexpected reply {reply!r}")
+    return signal
+
+
+def _parse_reservation(reply: Any) -> Reservation:
+    admitted, wait = reply
+    return Reservation(admitted=int(admitted) == 1, wait=_seconds(wait))
+
+
+def _parse_bytes(reply: Any) -> bytes | None:
+    if reply is None:
+        return None
+    if not isinstance(reply, bytes):
+        raise TypeError(f"unexpected reply type {type(reply).__name__}")
+    return reply
+
+
+def _ignore(reply: Any) -> None:
+    return None
+
+
+def _discard(counts: object) -> None:
+    """The local fallback's cache counts are not reported (Redis's would not be)."""
+    return None
+
+
+# -- credentials --------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo and query (where redis-py also accepts a password).
+
+    ``redis://user:secret@host:6379/0?password=x`` -> ``redis://***@host:6379/0``.
+    Never raises: an unparsable URL becomes ``"<redis url>"``.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{netloc}{parts.path}"
+    except (ValueError, TypeError):
+        return "<redis url>"
+
+
+def _secrets_of(url: str) -> tuple[str, ...]:
+    """The strings a message must not contain: the URL's userinfo parts, raw and decoded."""
+    try:
+        parts = urlsplit(url)
+        found = {parts.password, parts.username}
+        for name, _, value in (item.partition("=") for item in parts.query.split("&")):
+            if name.lower() in {"password", "username"}:
+                found.add(value)
+    except (ValueError, TypeError):
+        return ()
+    secrets = {s for s in found if s} | {unquote(s) for s in found if s}
+    # Longest first, so a secret containing another is replaced whole.
+    return tuple(sorted(secrets, key=len, reverse=True))
+
+
+def _describe(error: BaseException, secrets: Sequence[str]) -> str:
+    text = f"{type(error).__name__}: {error}"
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# -- the backend ----------------------------------------------------------------------
+
+
+_SKIP, _NORMAL, _TRIAL = 0, 1, 2
+
+
+class _Health:
+    """Whether to try Redis now: always while it works; after a failure, one caller
+    per ``cooldown`` (a *trial*) tries again while the others use local state."""
+
+    __slots__ = ("_cooldown", "_down", "_lock", "_retry_at")
+
+    def __init__(self, cooldown: float) -> None:
+        self._cooldown = cooldown
+        self._down = False
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+
+    def should_try(self) -> int:
+        """``_NORMAL`` (no outage), ``_TRIAL`` (this caller probes Redis) or ``_SKIP``."""
+        if not self._down:
+            return _NORMAL
+        now = time.monotonic()
+        with self._lock:
+            if not self._down:
+                return _NORMAL
+            if now < self._retry_at:
+                return _SKIP
+            self._retry_at = now + self._cooldown
+            return _TRIAL
+
+    def failed(self) -> bool:
+        """Record a failure; True when it starts an outage."""
+        with self._lock:
+            started = not self._down
+            self._down = True
+            self._retry_at = time.monotonic() + self._cooldown
+            return started
+
+    def succeeded(self, mode: int) -> bool:
+        """Record a success; True when it ends an outage. Only a trial ends one: a
+        call sent before the outage began and answered late proves nothing."""
+        if not self._down or mode != _TRIAL:
+            return False
+        with self._lock:
+            ended = self._down
+            self._down = False
+            return ended
+
+
+class RedisBackend:
+    """Shares breaker open signals, probe leases, rate limits and cache entries in Redis.
+
+    Pass it as ``ResilientClient(backend=klayengo.RedisBackend(url))``. Needs the
+    ``redis`` extra (``pip install 'klayengo[redis]'``). Creating it does no I/O;
+    connections open on first use.
+
+    Args:
+        url: a redis-py URL (``redis://``, ``rediss://``, ``unix://``). Credentials
+            in it are used to connect and never shown.
+        prefix: the prefix of every key (separate applications sharing one Redis
+            use different prefixes).
+        timeout: seconds a call may wait for its reply (and, separately, for a new
+            connection) before it fails open to local state.
+        connect_timeout: seconds to establish a connection (default: ``timeout``).
+        cooldown: seconds Redis is left alone after a failure.
+        max_connections: bound of each connection pool (None: redis-py's default).
+
+    Raises:
+        ImportError: redis-py is not installed.
+        ValueError: an invalid argument or URL (the message shows the redacted URL).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+        cooldown: float = DEFAULT_COOLDOWN,
+        max_connections: int | None = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not cooldown >= 0:
+            raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
+        try:
+            import redis
+            import redis.asyncio
+        except ImportError:
+            raise ImportError(
+                "klayengo.RedisBackend needs redis-py: pip install 'klayengo[redis]'"
+            ) from None
+        self._redis = redis
+        self._url = url
+        self.redacted_url = redact_url(url)
+        self._secrets = _secrets_of(url)
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout if connect_timeout is not None else timeout)
+        self.cooldown = float(cooldown)
+        self._max_connections = max_connections
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            OSError,
+            TimeoutError,
+            ValueError,
+            TypeError,
+            IndexError,
+        )
+        self._health = _Health(self.cooldown)
+        self._local = MemoryState()
+        self._lock = threading.Lock()
+        self._sync: Any = None
+        # Per running asyncio loop: its client and the generator that closes it.
+        self._async: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]] = {}
+        # Built now (redis-py connects lazily) so that a bad URL fails here.
+        self._sync = self._build(redis.Redis)
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisBackend({self.redacted_url!r}, prefix={self.prefix!r}, timeout={self.timeout!r})"
+        )
+
+    # clients --------------------------------------------------------------------------
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "health_check_interval": 0,
+        }
+        if self._max_connections is not None:
+            kwargs["max_connections"] = self._max_connections
+        return kwargs
+
+    def _build(self, factory: Any, retry: Any = None) -> Any:
+        redis = self._redis
+        if retry is None:
+            retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+        try:
+            return factory.from_url(self._url, retry=retry, **self._client_kwargs())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"invalid Redis URL {self.redacted_url}: {_describe(exc, self._secrets)}"
+            ) from None
+
+    def _sync_client(self) -> Any:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._build(self._redis.Redis)
+                client = self._sync
+        return client
+
+    async def _asyncio_client(self) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        found = self._async.get(loop)
+        if found is not None:
+            return found[0]
+        with self._lock:
+            found = self._async.get(loop)
+            if found is not None:
+                return found[0]
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            # A closed loop's client was closed by its keeper (or can never be).
+            for closed in [known for known in self._async if known.is_closed()]:
+                del self._async[closed]
+            client = self._build(
+                self._redis.asyncio.Redis, AsyncRetry(self._redis.backoff.NoBackoff(), 0)
+            )
+            keeper = _close_with_loop(client)
+            self._async[loop] = (client, keeper)
+        # Started, the keeper is one of the loop's async generators, which
+        # ``asyncio.run`` (and every asyncio.Runner) closes before closing the loop:
+        # its ``finally`` then closes the client's connections on their own loop.
+        await keeper.__anext__()
+        return client
+
+    def close(self) -> None:
+        """Close the sync connection pool (connections reopen if used again)."""
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the sync pool and the current event loop's async client."""
+        self.close()
+        if sniffio.current_async_library() == "asyncio":
+            import asyncio
+
+            with self._lock:
+                found = self._async.pop(asyncio.get_running_loop(), None)
+            if found is not None:
+                await found[1].aclose()
+
+    def __enter__(self) -> RedisBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RedisBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # binding ----------------------------------------------------------------------
+    def bind(self, *, clock: Clock, events: Events) -> Stores:
+        """The stores one client uses; ``clock`` serves only the local fallback."""
+        return Stores(
+            signals=_RedisSignals(self, clock, events),
+            limits=_RedisLimits(self, clock, events),
+            cache=_RedisCache(self, clock, events),
+        )
+
+    def key(self, kind: str, key: str) -> str:
+        """The Redis key of ``key`` in ``kind``; the ``{...}`` hash tag keeps one
+        breaker's keys in one Redis Cluster slot."""
+        return f"{self.prefix}{kind}:{{{key}}}"
+
+    # the fail-open wrapper ----------------------------------------------------------
+    def _call(self, op: _Op[T], clock: Clock, events: Events) -> T:
+        mode = self._health.should_try()
+        if mode != _SKIP:
+            try:
+                reply = _execute(self._sync_client(), op, self._redis)
+                result = op.parse(reply)
+            except self._errors as exc:
+                self._failed(op, exc, events)
+            else:
+                self._succeeded(mode)
+                return result
+        return op.local(self._local, clock.monotonic())
+
+    async def _acall(self, op: _Op[T], clock: Clock, events: Events) -> T:
+        mode = self._health.should_try()
+        if mode != _SKIP:
+            try:
+                if sniffio.current_async_library() == "asyncio":
+                    reply = await _aexecute(await self._asyncio_client(), op, self._redis)
+                else:
+                    import anyio.to_thread
+
+                    # redis.asyncio runs on asyncio only: trio gets the sync client
+                    # in a worker thread, bounded by the same socket timeouts.
+                    reply = await anyio.to_thread.run_sync(
+                        self._execute_unless_late, op, time.monotonic()
+                    )
+                result = op.parse(reply)
+            except self._errors as exc:
+                self._failed(op, exc, events)
+            else:
+                self._succeeded(mode)
+                return result
+        return op.local(self._local, clock.monotonic())
+
+    def _execute_unless_late(self, op: _Op[Any], submitted: float) -> Any:
+        """``_execute`` in a worker thread, unless waiting for the thread already took
+        the whole timeout (many tasks, few threads): then the caller answers locally."""
+        if time.monotonic() - submitted > self.timeout:
+            raise TimeoutError("no worker thread free within the timeout")
+        return _execute(self._sync_client(), op, self._redis)
+
+    def _failed(self, op: _Op[Any], error: BaseException, events: Events) -> None:
+        started = self._health.failed()
+        try:
+            events.backend_error(op.name)
+        except Exception:  # a sink must not turn a fallback into a failure
+            _log.debug("klayengo events.backend_error raised", exc_info=True)
+        if started:
+            _log.warning(
+                "klayengo: Redis backend %s failed on %s (%s); using local state, "
+                "retrying every %.3g s",
+                self.redacted_url,
+                op.name,
+                _describe(error, self._secrets),
+                self.cooldown,
+                extra={"backend": self.redacted_url, "operation": op.name},
+            )
+        elif _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "klayengo: Redis backend %s still failing on %s (%s)",
+                self.redacted_url,
+                op.name,
+                _describe(error, self._secrets),
+            )
+
+    def _succeeded(self, mode: int) -> None:
+        if self._health.succeeded(mode):
+            # What happened locally during the outage is not carried over.
+            self._local = MemoryState()
+            _log.info(
+                "klayengo: Redis backend %s is reachable again; sharing resumed",
+                self.redacted_url,
+                extra={"backend": self.redacted_url},
+            )
+
+
+async def _close_with_loop(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+def _execute(client: Any, op: _Op[Any], redis: Any) -> Any:
+    script = op.script
+    if script is None:
+        return client.execute_command(*op.args)
+    try:
+        return client.evalsha(script.sha, script.nkeys, *op.args)
+    except redis.exceptions.NoScriptError:
+        # Flushed or a new server: EVAL sends the body once and caches it again.
+        return client.eval(script.text, script.nkeys, *op.args)
+
+
+async def _aexecute(client: Any, op: _Op[Any], redis: Any) -> Any:
+    script = op.script
+    if script is None:
+        return await client.execute_command(*op.args)
+    try:
+        return await client.evalsha(script.sha, script.nkeys, *op.args)
+    except redis.exceptions.NoScriptError:
+        return await client.eval(script.text, script.nkeys, *op.args)
+
+
+class _RedisStore:
+    __slots__ = ("_backend", "_clock", "_events")
+
+    def __init__(self, backend: RedisBackend, clock: Clock, events: Events) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._events = events
+
+    def _run(self, op: _Op[T]) -> T:
+        return self._backend._call(op, self._clock, self._events)
+
+    async def _arun(self, op: _Op[T]) -> T:
+        return await self._backend._acall(op, self._clock, self._events)
+
+
+_RETENTION_MS = round(SIGNAL_RETENTION * 1000)
+
+
+class _RedisSignals(_RedisStore):
+    __slots__ = ()
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        return self._backend.key("cb", key), self._backend.key("cbp", key)
+
+    def _get(self, key: str) -> _Op[BreakerSignal | None]:
+        return _Op(
+            "signal_get",
+            _S_SIGNAL_GET,
+            self._keys(key)[:1],
+            _parse_signal,
+            lambda local, now: local.get_signal(key, now),
+        )
+
+    def _open(self, key: str, open_for: float) -> _Op[BreakerSignal]:
+        return _Op(
+            "signal_open",
+            _S_SIGNAL_OPEN,
+            (*self._keys(key), _us(open_for), _RETENTION_MS),
+            _parse_open,
+            lambda local, now: local.publish_open(key, open_for, now),
+        )
+
+    def _close(self, key: str) -> _Op[None]:
+        return _Op(
+            "signal_close",
+            _S_SIGNAL_CLOSE,
+            (*self._keys(key), _RETENTION_MS),
+            _ignore,
+            lambda local, now: local.publish_closed(key),
+        )
+
+    def _acquire(self, key: str, max_calls: int, lease_ttl: float) -> _Op[str | None]:
+        token = uuid.uuid4().hex
+        return _Op(
+            "probe_acquire",
+            _S_PROBE_ACQUIRE,
+            (*self._keys(key), max_calls, max(1, _us(lease_ttl)), token),
+            lambda reply: token if int(reply) == 1 else None,
+            lambda local, now: local.acquire_probe(key, max_calls, lease_ttl, now),
+        )
+
+    def _release(self, key: str, token: str) -> _Op[None]:
+        return _Op(
+            "probe_release",
+            None,
+            ("ZREM", self._keys(key)[1], token),
+            _ignore,
+            lambda local, now: local.release_probe(key, token),
+        )
+
+    def get_signal(self, key: str) -> BreakerSignal | None:
+        return self._run(self._get(key))
+
+    def publish_open(self, key: str, open_for: float) -> BreakerSignal:
+        return self._run(self._open(key, open_for))
+
+    def publish_closed(self, key: str) -> None:
+        self._run(self._close(key))
+
+    def acquire_probe(self, key: str, max_calls: int, lease_ttl: float) -> str | None:
+        return self._run(self._acquire(key, max_calls, lease_ttl))
+
+    def release_probe(self, key: str, token: str) -> None:
+        self._run(self._release(key, token))
+
+    async def aget_signal(self, key: str) -> BreakerSignal | None:
+        return await self._arun(self._get(key))
+
+    async def apublish_open(self, key: str, open_for: float) -> BreakerSignal:
+        return await self._arun(self._open(key, open_for))
+
+    async def apublish_closed(self, key: str) -> None:
+        await self._arun(self._close(key))
+
+    async def aacquire_probe(self, key: str, max_calls: int, lease_ttl: float) -> str | None:
+        return await self._arun(self._acquire(key, max_calls, lease_ttl))
+
+    async def arelease_probe(self, key: str, token: str) -> None:
+        await self._arun(self._release(key, token))
+
+
+class _RedisLimits(_RedisStore):
+    __slots__ = ()
+
+    def _reserve(
+        self, key: str, interval: float, burst: int, max_wait: float | None
+    ) -> _Op[Reservation]:
+        return _Op(
+            "limit_reserve",
+            _S_RESERVE,
+            (
+                self._backend.key("rl", key),
+                max(1, _us(interval)),
+                burst,
+                -1 if max_wait is None else _us(max_wait),
+            ),
+            _parse_reservation,
+            lambda local, now: local.reserve(key, interval, burst, max_wait, now),
+        )
+
+    def _pause(self, key: str, seconds: float) -> _Op[None]:
+        return _Op(
+            "limit_pause",
+            _S_PAUSE,
+            (self._backend.key("rl", key), _us(seconds)),
+            _ignore,
+            lambda local, now: local.pause(key, seconds, now),
+        )
+
+    def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
+        return self._run(self._reserve(key, interval, burst, max_wait))
+
+    def pause(self, key: str, seconds: float) -> None:
+        self._run(self._pause(key, seconds))
+
+    async def areserve(
+        self, key: str, interval: float, burst: int, max_wait: float | None
+    ) -> Reservation:
+        return await self._arun(self._reserve(key, interval, burst, max_wait))
+
+    async def apause(self, key: str, seconds: float) -> None:
+        await self._arun(self._pause(key, seconds))
+
+
+class _RedisCache(_RedisStore):
+    """Entries under a digest of the cache key: bounded key names, and no URL (query
+    strings included) readable in Redis's keyspace, ``MONITOR`` or slow log."""
+
+    __slots__ = ()
+
+    def _key(self, key: str) -> str:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=20)
+        return self._backend.key("c", digest.hexdigest())
+
+    def _get(self, key: str) -> _Op[bytes | None]:
+        return _Op(
+            "cache_get",
+            None,
+            ("GET", self._key(key)),
+            _parse_bytes,
+            lambda local, now: local.cache_get(key, now),
+        )
+
+    def _set(self, key: str, value: bytes, ttl: float) -> _Op[None]:
+        ttl_ms = round(ttl * 1000)
+        if ttl_ms <= 0:
+            return self._delete(key)
+        return _Op(
+            "cache_set",
+            None,
+            ("SET", self._key(key), bytes(value), "PX", ttl_ms),
+            _ignore,
+            lambda local, now: _discard(local.cache_set(key, value, ttl, now)),
+        )
+
+    def _delete(self, key: str) -> _Op[None]:
+        return _Op(
+            "cache_delete",
+            None,
+            ("DEL", self._key(key)),
+            _ignore,
+            lambda local, now: _discard(local.cache_delete(key)),
+        )
+
+    def get(self, key: str) -> bytes | None:
+        return self._run(self._get(key))
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._run(self._set(key, value, ttl))
+
+    def delete(self, key: str) -> None:
+        self._run(self._delete(key))
+
+    async def aget(self, key: str) -> bytes | None:
+        return await self._arun(self._get(key))
+
+    async def aset(self, key: str, value: bytes, ttl: float) -> None:
+        await self._arun(self._set(key, value, ttl))
+
+    async def adelete(self, key: str) -> None:
+        await self._arun(self._delete(key))

@@ -1,0 +1,98 @@
+"""Functions run in separate processes (multiprocessing, spawn) by the Redis tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from klayengo._backends.redis import RedisBackend
+from klayengo._core.backend import Stores
+from klayengo._core.clock import SYSTEM_CLOCK
+from klayengo._core.events import Events
+
+
+class CountingEvents(Events):
+    """Counts ``backend_error`` per operation (a process-local sink)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def backend_error(self, operation: str) -> None:
+        self.errors.append(operation)
+
+
+def stores(url: str, prefix: str, timeout: float = 0.5) -> tuple[Stores, CountingEvents]:
+    events = CountingEvents()
+    # A generous timeout: these workers prove sharing, not fail-open, and the
+    # machine may be busy.
+    backend = RedisBackend(url, prefix=prefix, timeout=timeout)
+    return backend.bind(clock=SYSTEM_CLOCK, events=events), events
+
+
+def publish_open(url: str, prefix: str, host: str, open_for: float) -> int:
+    """Open ``host``'s breaker for everyone; returns the generation."""
+    found, events = stores(url, prefix)
+    signal = found.signals.publish_open(host, open_for)
+    assert not events.errors, events.errors
+    return signal.generation
+
+
+def grab_probes(url: str, prefix: str, host: str, start_at: float, attempts: int) -> int:
+    """From ``start_at`` (wall time), try ``attempts`` probe leases; never release."""
+    found, events = stores(url, prefix)
+    time.sleep(max(0.0, start_at - time.time()))
+    granted = sum(found.signals.acquire_probe(host, 2, 30.0) is not None for _ in range(attempts))
+    assert not events.errors, events.errors
+    return granted
+
+
+def probe_and_crash(url: str, prefix: str, host: str, lease_ttl: float) -> None:
+    """Lease a probe, then die without releasing it."""
+    found, _ = stores(url, prefix)
+    assert found.signals.acquire_probe(host, 1, lease_ttl) is not None
+    os._exit(0)
+
+
+def limited_starts(
+    url: str,
+    prefix: str,
+    key: str,
+    rate: float,
+    burst: int,
+    start_at: float,
+    until: float,
+    threads: int = 8,
+) -> tuple[list[tuple[float, float]], int]:
+    """Start requests as fast as a shared ``rate``/s limit allows between two wall times.
+
+    Several threads keep reservations pending, so the limit, not this process's
+    scheduling on a busy machine, sets the pace. Returns, for each request that
+    started before ``until``, the bounds of the wall time the limiter gave it (the
+    script read the server's clock between the call and the reply, so the slot is
+    in ``[call + wait, reply + wait]``; the same machine, the same clock), and the
+    number of backend errors (a fallback to local state).
+    """
+    found, events = stores(url, prefix)
+    interval = 1.0 / rate
+    starts: list[tuple[float, float]] = []
+
+    def run() -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        while True:
+            called = time.time()
+            reservation = found.limits.reserve(key, interval, burst, None)
+            replied = time.time()
+            assert reservation.admitted
+            if reservation.wait > 0:
+                time.sleep(reservation.wait)
+            if time.time() >= until:
+                return
+            starts.append((called + reservation.wait, replied + reservation.wait))
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return starts, len(events.errors)
