@@ -170,6 +170,8 @@ def test_demo_end_to_end_summary_matches_the_scraped_metrics() -> None:
     # The seed fixes the upstream's draws (not which request gets which): with seed 11 the
     # slow origin's 5th draw is a spike past the client's timeout.
     assert hosts["slow"].retries["timeout"] + hosts["slow"].errors["timeout"] >= 1
+    limited = hosts["limited"]
+    assert limited.delayed >= 1
     # ... and the metrics say the same, to the unit.
     assert "klayengo_requests_total" in scraped, sorted(scraped)
     assert discrepancies(summary, scraped) == []

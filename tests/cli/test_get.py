@@ -133,3 +133,18 @@ def test_open_breaker_fails_fast_with_one_line(
     assert err.startswith(f"klayengo get: error: circuit open for {server.host_key}: not sent")
     assert err.count("\n") == 1
     assert server.count("/down") == 2  # the third attempt never left the client
+
+
+def test_rate_limited_with_max_wait_0_is_one_line(
+    server: FlakyServer, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # The first attempt takes the only token; its retry would wait ~60 s for the next.
+    server.route("/busy", FailTimes(1))
+    code, out, err = run(
+        capsysbinary, "get", server.url("/busy"), "--rate", "1/60s", "--max-wait", "0"
+    )
+    assert code == 1
+    assert out == ""
+    assert err.startswith(f"klayengo get: error: rate limited for {server.host_key}: not sent")
+    assert err.count("\n") == 1
+    assert server.count("/busy") == 1
