@@ -672,10 +672,15 @@ class FlakyServer:
         return self
 
     def close(self) -> None:
-        """Stop serving and close every open connection. Idempotent."""
+        """Stop serving and close every open connection. Idempotent.
+
+        Connections to the port are then refused; :meth:`start` serves again on the same
+        port (an origin that went away and came back), with the routes and records kept.
+        """
         server, self._server = self._server, None
         if server is None:
             return
+        self._requested_port = int(server.server_address[1])
         self._stopping.set()
         server.shutdown()
         server.server_close()

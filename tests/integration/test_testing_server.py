@@ -276,6 +276,11 @@ def test_lifecycle_errors_and_idempotent_close() -> None:
     server.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    server.route("/", Healthy(202))
+    with server:  # back on the same port: an origin that went away and came back
+        assert server.port == port
+        assert httpx.get(server.url(), timeout=2).status_code == 202
+    assert server.count() == 1
 
 
 def test_upstream_runs_several_origins_on_distinct_ports(client: httpx.Client) -> None:
