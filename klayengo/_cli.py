@@ -62,12 +62,13 @@ _DEMO_DESCRIPTION = """\
 Start five misbehaving origins on 127.0.0.1 (random free ports) and drive concurrent
 traffic through ONE ResilientClient configured per host:
 
-  healthy    always 200                                  default policies
+  healthy    always 200                                  the client's defaults
   slow       50-300 ms, some replies slower than the     1 s timeout, 1 retry, a deadline
              client's timeout
   flaky      intermittent 503s -> down -> recovered      a strict circuit breaker
   limited    429 + Retry-After over 5 requests/s         a client rate limit, max_wait 0.5 s
-  cacheable  ETag/Last-Modified + max-age; goes down     a cache with stale-if-error
+  cacheable  ETag/Last-Modified + max-age; goes down     a cache with stale-if-error, and
+             for a while                                 the strict breaker
 
 It shows live, per origin: the upstream's phase, the breaker state and its
 transitions, responses and errors, retries, rate-limit waits and refusals, cache
@@ -176,8 +177,15 @@ def parse_url(text: str) -> httpx.URL:
 
 
 # -- the parser ----------------------------------------------------------------------------
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' layout; shows a default unless the help already explains
+    it or there is none to show (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count("port", minimum=0, maximum=MAX_PORT),
         default=0,
         metavar="P",
-        help="serve /metrics on 127.0.0.1:P (0: a free port)",
+        help="serve /metrics on 127.0.0.1:P (default: 0, a free port)",
     )
     demo.add_argument(
         "--no-live",
