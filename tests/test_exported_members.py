@@ -6,7 +6,8 @@ def test_all_is_sorted_and_complete() -> None:
     public = {
         name
         for name in dir(klayengo)
-        if not name.startswith("_") and name not in {"annotations"}
+        if not name.startswith("_")
+        and name not in {"annotations"}
         and not isinstance(getattr(klayengo, name), type(klayengo))
     }
     assert public == set(klayengo.__all__)
