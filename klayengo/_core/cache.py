@@ -42,6 +42,7 @@ __all__ = [
     "EMPTY_DIRECTIVES",
     "ENTRY_OVERHEAD",
     "ERROR_STATUSES",
+    "FIELD_OVERHEAD",
     "SAFE_METHODS",
     "CacheControl",
     "CacheEntry",
@@ -65,9 +66,12 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: Statuses after which ``stale-if-error`` may serve a stale entry (RFC 5861 §4).
 ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 #: Bytes charged to every stored record on top of its body, header and key bytes:
-#: the Python objects that hold it (entry, headers list and tuples, stream, cache
-#: bookkeeping). Measured with tracemalloc in ``tests/core/test_cache_store.py``.
+#: the Python objects that hold it (entry, stream, extensions, the store's
+#: bookkeeping). Checked against tracemalloc in ``tests/core/test_cache_store.py``.
 ENTRY_OVERHEAD: Final = 1024
+#: Bytes charged per stored header field on top of its name and value: httpx keeps
+#: a tuple of three ``bytes`` objects for each.
+FIELD_OVERHEAD: Final = 192
 #: How long past its freshness an entry that carries a validator (``ETag`` or
 #: ``Last-Modified``) is kept for a cheap revalidation, at least; the byte and
 #: entry bounds still evict it earlier under pressure.
@@ -475,7 +479,8 @@ def make_entry(
         for name, value in extensions.items()
         if name in ("http_version", "reason_phrase")
     }
-    header_bytes = sum(len(k) + len(v) for k, v in headers.raw)
+    raw = headers.raw
+    header_bytes = sum(len(k) + len(v) for k, v in raw) + FIELD_OVERHEAD * len(raw)
     return CacheEntry(
         key=key,
         host=host,

@@ -128,7 +128,7 @@ class MemoryStore:
             else:
                 before = cache.evicted
                 cache.expire()
-                if key not in cache:
+                if len(cache) >= self.max_entries and key not in cache:
                     while len(cache) >= self.max_entries:
                         cache.popitem()
                 cache[key] = record
