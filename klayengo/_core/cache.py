@@ -573,15 +573,15 @@ def entry_usable(entry: CacheEntry, now: float, directives: CacheControl) -> boo
 
     RFC 9111 §4.2 and §5.2.1: fresh (minus ``min-fresh``, within the request's
     ``max-age``), or stale within the request's ``max-stale`` unless the response
-    forbids stale use. Request ``no-cache`` always revalidates.
+    forbids stale use. Request ``no-cache`` and ``max-age=0`` always revalidate.
     """
     if entry.no_cache or directives.no_cache:
         return False
     if directives is EMPTY_DIRECTIVES:
         return now < entry.fresh_until
-    age = entry.age(now)
-    if directives.max_age is not None and age > directives.max_age:
-        return False
+    max_age = directives.max_age
+    if max_age is not None and (max_age == 0 or entry.age(now) > max_age):
+        return False  # `max-age=0` always revalidates (as browsers do), even at age 0
     remaining = entry.fresh_until - now
     if directives.min_fresh is not None and remaining < directives.min_fresh:
         return False

@@ -512,38 +512,68 @@ class _Collector:
 
 
 class _SyncTee(httpx.SyncByteStream):
+    """Passes a body through, handing a copy of it to a :class:`_Collector`.
+
+    An explicit iterator rather than a generator: closing it also closes the
+    iterator of the stream below, so a body abandoned half-way is released at once.
+    """
+
     def __init__(self, stream: httpx.SyncByteStream, collector: _Collector) -> None:
         self._stream = stream
         self._collector = collector
+        self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        collector = self._collector
-        for chunk in self._stream:
-            collector.add(chunk)
-            yield chunk
-        collector.done = True
+        self._iterator = iter(self._stream)
+        return self
+
+    def __next__(self) -> bytes:
+        assert self._iterator is not None
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._collector.done = True
+            raise
+        self._collector.add(chunk)
+        return chunk
 
     def close(self) -> None:
         try:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
             self._stream.close()
         finally:
             self._collector.close()
 
 
 class _AsyncTee(httpx.AsyncByteStream):
+    """The async twin of :class:`_SyncTee`."""
+
     def __init__(self, stream: httpx.AsyncByteStream, collector: _Collector) -> None:
         self._stream = stream
         self._collector = collector
+        self._iterator: AsyncIterator[bytes] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        collector = self._collector
-        async for chunk in self._stream:
-            collector.add(chunk)
-            yield chunk
-        collector.done = True
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._iterator = self._stream.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._iterator is not None
+        try:
+            chunk = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._collector.done = True
+            raise
+        self._collector.add(chunk)
+        return chunk
 
     async def aclose(self) -> None:
         try:
+            aclose = getattr(self._iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
             await self._stream.aclose()
         finally:
             self._collector.close()
