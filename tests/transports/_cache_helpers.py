@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -24,15 +24,15 @@ class Recorder(Events):
 
     def __init__(self) -> None:
         self.results: list[tuple[str, str]] = []
-        self.coalesced: list[str] = []
+        self.coalesced_hosts: list[str] = []
         self.sizes: list[tuple[int, int]] = []
         self.evicted = 0
 
     def cache_result(self, host: str, result: str) -> None:
         self.results.append((host, result))
 
-    def coalesced(self, host: str) -> None:  # type: ignore[override]
-        self.coalesced.append(host)
+    def coalesced(self, host: str) -> None:
+        self.coalesced_hosts.append(host)
 
     def cache_size(self, entries: int, nbytes: int) -> None:
         self.sizes.append((entries, nbytes))
@@ -155,5 +155,31 @@ def respond(
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers=fields, content=body)
+
+    return handler
+
+
+class ChunkedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """``total`` bytes in ``chunk``-sized pieces, for sync and async clients alike."""
+
+    def __init__(self, total: int, chunk: int) -> None:
+        self.total, self.chunk = total, chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        piece = b"x" * self.chunk
+        for _ in range(self.total // self.chunk):
+            yield piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self:
+            yield piece
+
+
+def streamed(total: int, chunk: int = 1000, length: bool = False) -> Handler:
+    """A handler answering a ``total``-byte streamed body (with Content-Length or not)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": str(total)} if length else {}
+        return httpx.Response(200, headers=headers, stream=ChunkedBody(total, chunk))
 
     return handler

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from _cache_helpers import MODES, Harness, respond
+from _cache_helpers import MODES, Harness, respond, streamed
 
 import klayengo
 from klayengo import CachePolicy, CircuitOpenError, HostPolicy, RateLimitExceeded
@@ -375,46 +374,22 @@ def test_must_revalidate_forbids_stale_if_error(mode: str) -> None:
 
 
 # -- size bounds -------------------------------------------------------------------------
-class ChunkedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """``total`` bytes in ``chunk``-sized pieces, for sync and async clients alike."""
-
-    def __init__(self, total: int, chunk: int) -> None:
-        self.total, self.chunk = total, chunk
-
-    def __iter__(self) -> Iterator[bytes]:
-        piece = b"x" * self.chunk
-        for _ in range(self.total // self.chunk):
-            yield piece
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self:
-            yield piece
-
-
-def _streamed(total: int, chunk: int = 1000, length: bool = False):
-    def handler(request: httpx.Request) -> httpx.Response:
-        headers = {"Content-Length": str(total)} if length else {}
-        return httpx.Response(200, headers=headers, stream=ChunkedBody(total, chunk))
-
-    return handler
-
-
 @pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
 def test_a_body_larger_than_max_entry_bytes_is_not_stored(mode: str, length: bool) -> None:
-    h = Harness(mode, _streamed(5000, length=length), CachePolicy(max_entry_bytes=4000))
+    h = Harness(mode, streamed(5000, length=length), CachePolicy(max_entry_bytes=4000))
     assert len(h.get(URL).content) == 5000
     assert report(h.get(URL))["cache"] == "miss" and len(h.calls) == 2
 
 
 def test_a_streamed_body_within_the_limit_is_stored_once_fully_read(mode: str) -> None:
-    h = Harness(mode, _streamed(3000), CachePolicy(max_entry_bytes=4000))
+    h = Harness(mode, streamed(3000), CachePolicy(max_entry_bytes=4000))
     assert h.stream_read(URL) == 3000
     hit = h.get(URL)
     assert report(hit)["cache"] == "hit" and hit.content == b"x" * 3000
 
 
 def test_a_body_the_caller_did_not_finish_is_not_stored(mode: str) -> None:
-    h = Harness(mode, _streamed(3000), CachePolicy(max_entry_bytes=4000))
+    h = Harness(mode, streamed(3000), CachePolicy(max_entry_bytes=4000))
     # Async modes close without reading: breaking out of httpx's own async body
     # iterator half-way leaves it to the garbage collector, which trio warns about.
     chunks = 1 if mode == "sync" else 0
