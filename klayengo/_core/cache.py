@@ -235,29 +235,43 @@ class RequestFacts:
 
 
 PLAIN_REQUEST: Final = RequestFacts()
-_INTERESTING: Final = frozenset({"cache-control", "pragma"}) | _PASS_THROUGH_FIELDS
-_INTERESTING_ALL: Final = _INTERESTING | _CREDENTIAL_FIELDS
+_INTERESTING: Final = frozenset(
+    name.encode()
+    for name in (*_PASS_THROUGH_FIELDS, *_CREDENTIAL_FIELDS, "cache-control", "pragma")
+)
 
 
 def request_facts(headers: httpx.Headers) -> RequestFacts:
-    """Gather the cache-relevant facts of a request's headers (never raises)."""
+    """Gather the cache-relevant facts of a request's headers (never raises).
+
+    Most requests carry none of the fields looked at; they get the shared
+    ``PLAIN_REQUEST`` after one pass over the raw names, without decoding anything.
+    """
     seen = None
-    for name, value in headers.multi_items():
-        if name in _INTERESTING_ALL:
+    for raw_name, _ in headers.raw:
+        name = raw_name.lower()
+        if name in _INTERESTING:
             if seen is None:
-                seen = []
-            seen.append((name, value))
+                seen = set()
+            seen.add(name.decode("ascii"))
     if seen is None:
         return PLAIN_REQUEST
-    cc = [v for n, v in seen if n == "cache-control"]
-    pragma_no_cache = not cc and any(n == "pragma" and "no-cache" in v.lower() for n, v in seen)
+    cc = headers.get_list("cache-control") if "cache-control" in seen else []
+    pragma_no_cache = (
+        not cc
+        and "pragma" in seen
+        and any("no-cache" in value.lower() for value in headers.get_list("pragma"))
+    )
     directives = parse_cache_control(cc) if cc else EMPTY_DIRECTIVES
     if pragma_no_cache:
         directives = CacheControl(no_cache=True)
+    credentials = tuple(
+        f"{name}:{value}" for name, value in headers.multi_items() if name in _CREDENTIAL_FIELDS
+    )
     return RequestFacts(
         directives=directives,
-        credentials=tuple(f"{n}:{v}" for n, v in seen if n in _CREDENTIAL_FIELDS),
-        pass_through=any(n in _PASS_THROUGH_FIELDS for n, _ in seen),
+        credentials=credentials,
+        pass_through=not seen.isdisjoint(_PASS_THROUGH_FIELDS),
         has_directives=bool(cc) or pragma_no_cache,
     )
 
@@ -336,6 +350,8 @@ class CacheEntry:
     etag: str | None
     last_modified: str | None
     size: int
+    #: The body has no content coding: its raw bytes are its decoded content.
+    plain: bool
 
     def age(self, now: float) -> float:
         """Current age (RFC 9111 §4.2.3) at monotonic ``now``."""
@@ -502,6 +518,10 @@ def make_entry(
         etag=etag,
         last_modified=last_modified,
         size=len(body) + header_bytes + 2 * len(key) + ENTRY_OVERHEAD,
+        plain=all(
+            value.strip().lower() in ("", "identity")
+            for value in headers.get_list("content-encoding")
+        ),
     )
 
 

@@ -22,6 +22,7 @@ Sync waiters use ``threading.Event``; async waiters ``anyio.Event`` (asyncio and
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ import httpx
 
 from .._core.cache import (
     ERROR_STATUSES,
+    PLAIN_REQUEST,
     CacheEntry,
     KeyMaker,
     RequestFacts,
@@ -70,6 +72,10 @@ COALESCE_WAIT_FALLBACK: Final = 60.0
 #: The per-client salt of the credential digests, in bytes.
 _SALT_BYTES: Final = 16
 _STORE_KEY: Final = "cache.store"
+_NO_TIME: Final = datetime.timedelta(0)
+#: httpx keeps a read body in ``Response._content`` (0.27, 0.28); a hit with an
+#: unencoded body is handed over pre-read when that still holds.
+_PRELOAD: Final = hasattr(httpx.Response(200, content=b""), "_content")
 
 
 # -- per-client state ------------------------------------------------------------------
@@ -166,6 +172,7 @@ class _Plan:
     flight: _Flight | None = None
     conditional: bool = False
     request_wall: float = 0.0
+    now: float = 0.0  # monotonic time of the lookup
     host: str = field(default="")
 
 
@@ -226,11 +233,36 @@ class _CacheLogic:
                 return option, False
         return policy, False
 
-    def _plan(self, request: httpx.Request, policy: CachePolicy) -> _Plan:
+    def _begin(self, request: httpx.Request, policy: CachePolicy) -> httpx.Response | _Plan:
+        """A response from the cache alone (hit, or 504 only-if-cached), or the plan
+        for going upstream. The common hit (a plain request, a fresh entry under the
+        primary key) is decided with one store lookup and no allocation but the
+        response."""
         facts = request_facts(request.headers)
-        keys = self._state.keys
-        primary = keys.primary(request.method, request.url)
+        primary = KeyMaker.primary(request.method, request.url)
         found = self._state.store.get(primary)
+        now = self._context.clock.monotonic()
+        if (
+            facts is PLAIN_REQUEST
+            and isinstance(found, CacheEntry)
+            and now < found.fresh_until
+            and not found.no_cache
+        ):
+            return self._serve(found, request, "hit")
+        plan = self._plan(request, policy, facts, primary, found)
+        response = self._fresh_response(plan, now)
+        plan.now = now
+        return plan if response is None else response
+
+    def _plan(
+        self,
+        request: httpx.Request,
+        policy: CachePolicy,
+        facts: RequestFacts,
+        primary: str,
+        found: CacheEntry | VaryIndex | None,
+    ) -> _Plan:
+        keys = self._state.keys
         entry: CacheEntry | None = None
         indexed = isinstance(found, VaryIndex)
         if isinstance(found, VaryIndex):
@@ -265,12 +297,9 @@ class _CacheLogic:
     def _serve(
         self, entry: CacheEntry, request: httpx.Request, result: str, attempts: int = 0
     ) -> httpx.Response:
-        extensions = dict(entry.extensions)
-        extensions[EXTENSION_KEY] = {
-            "attempts": attempts,
-            "cache": result,
-            "breaker": None,
-            "wait": 0.0,
+        extensions = {
+            **entry.extensions,
+            EXTENSION_KEY: {"attempts": attempts, "cache": result, "breaker": None, "wait": 0.0},
         }
         response = httpx.Response(
             entry.status,
@@ -279,6 +308,12 @@ class _CacheLogic:
             request=request,
             extensions=extensions,
         )
+        if entry.plain and _PRELOAD:
+            # The body is in memory and needs no decoding: hand it over as httpx's
+            # MockTransport does, so the client's read costs nothing. Streaming it
+            # (iter_raw) still works: the stream itself is untouched.
+            response._content = entry.body
+            response.elapsed = _NO_TIME
         events = self._context.events
         if events is not NULL_EVENTS:
             events.cache_result(entry.host, result)
@@ -619,15 +654,13 @@ class CacheTransport(_CacheLogic, SyncLayer):
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
             return self._pass(request, policy, bypass)
-        plan = self._plan(request, policy)
-        now = self._context.clock.monotonic()
-        found = self._fresh_response(plan, now)
-        if found is not None:
-            return found
+        plan = self._begin(request, policy)
+        if not isinstance(plan, _Plan):
+            return plan
         if policy.coalesce and not plan.facts.pass_through:
             flight, leader = self._state.join(plan.key, threading.Event)
             if not leader:
-                return self._wait(plan, flight, now)
+                return self._wait(plan, flight)
             plan.flight = flight
         return self._forward(plan)
 
@@ -643,9 +676,9 @@ class CacheTransport(_CacheLogic, SyncLayer):
             self._context.events.cache_result(host, "bypass")
         return response
 
-    def _wait(self, plan: _Plan, flight: _Flight, now: float) -> httpx.Response:
+    def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
-        if entry is not None and stale_while_revalidate_ok(entry, now):
+        if entry is not None and stale_while_revalidate_ok(entry, plan.now):
             return self._serve(entry, plan.request, "stale")
         flight.event.wait(_wait_budget(plan.request))
         found = self._waiter_result(plan, flight) if flight.finished else None
@@ -714,15 +747,13 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
             return await self._pass(request, policy, bypass)
-        plan = self._plan(request, policy)
-        now = self._context.clock.monotonic()
-        found = self._fresh_response(plan, now)
-        if found is not None:
-            return found
+        plan = self._begin(request, policy)
+        if not isinstance(plan, _Plan):
+            return plan
         if policy.coalesce and not plan.facts.pass_through:
             flight, leader = self._state.join(plan.key, anyio.Event)
             if not leader:
-                return await self._wait(plan, flight, now)
+                return await self._wait(plan, flight)
             plan.flight = flight
         return await self._forward(plan)
 
@@ -737,9 +768,9 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
             self._context.events.cache_result(host_key(request.url), "bypass")
         return response
 
-    async def _wait(self, plan: _Plan, flight: _Flight, now: float) -> httpx.Response:
+    async def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
-        if entry is not None and stale_while_revalidate_ok(entry, now):
+        if entry is not None and stale_while_revalidate_ok(entry, plan.now):
             return self._serve(entry, plan.request, "stale")
         with anyio.move_on_after(_wait_budget(plan.request)):
             await flight.event.wait()

@@ -37,6 +37,15 @@ def test_a_hit_looks_like_the_original_response(mode: str) -> None:
     assert h.events.results[0][0] == "api.test"
 
 
+def test_a_hit_can_be_streamed_raw_and_reports_an_elapsed_time(mode: str) -> None:
+    h = Harness(mode, respond(body=b"abc" * 100))
+    h.get(URL)
+    assert h.stream_read(URL) == 300  # iter_raw over a hit
+    hit = h.get(URL)
+    assert hit.elapsed.total_seconds() >= 0 and hit.text == "abc" * 100
+    assert h.events.kinds() == ["miss", "hit", "hit"]
+
+
 def test_each_hit_is_its_own_response_object(mode: str) -> None:
     h = Harness(mode, respond())
     responses = [h.get(URL) for _ in range(3)]
