@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -372,16 +373,21 @@ def _first(headers: httpx.Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
+_TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+
+
 def vary_names(headers: httpx.Headers) -> tuple[str, ...] | None:
-    """The lower-cased, sorted field names of ``Vary``; ``None`` for ``Vary: *``."""
+    """The lower-cased, sorted field names of ``Vary``; ``None`` when the response
+    cannot be matched to requests: ``Vary: *``, or a name that is not a field name."""
     names: set[str] = set()
     for value in headers.get_list("vary"):
         for part in value.split(","):
             name = part.strip().lower()
-            if name == "*":
+            if not name:
+                continue
+            if name == "*" or not _TOKEN.match(name):
                 return None
-            if name:
-                names.add(name)
+            names.add(name)
     return tuple(sorted(names))
 
 
@@ -407,7 +413,7 @@ def why_not_storable(
     if request.directives.no_store or response.no_store:
         return "no-store"
     if vary_names(response_headers) is None:
-        return "vary-star"
+        return "vary-star"  # or a Vary naming something that is not a field name
     return None
 
 
@@ -627,10 +633,12 @@ def stale_while_revalidate_ok(entry: CacheEntry, now: float) -> bool:
 def conditional_headers(entry: CacheEntry) -> list[tuple[str, str]]:
     """The validators to send when revalidating ``entry`` (RFC 9111 §4.3.1)."""
     found: list[tuple[str, str]] = []
-    if entry.etag is not None:
-        found.append(("If-None-Match", entry.etag))
-    if entry.last_modified is not None and parse_http_date(entry.last_modified) is not None:
-        found.append(("If-Modified-Since", entry.last_modified))
+    etag = entry.etag
+    if etag is not None and etag.isascii() and etag.isprintable():
+        found.append(("If-None-Match", etag))
+    modified = entry.last_modified
+    if modified is not None and parse_http_date(modified) is not None:
+        found.append(("If-Modified-Since", modified))
     return found
 
 

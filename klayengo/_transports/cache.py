@@ -279,7 +279,9 @@ class _CacheLogic:
             entry = found
         if facts.pass_through:
             entry = None  # a conditional or partial request is the origin's to answer
-        return _Plan(request, policy, facts, primary, key, indexed, entry)
+        plan = _Plan(request, policy, facts, primary, key, indexed, entry)
+        plan.host = entry.host if entry is not None else host_key(request.url)
+        return plan
 
     def _fresh_response(self, plan: _Plan, now: float) -> httpx.Response | None:
         """A response answered from the cache alone (a hit, or 504 only-if-cached)."""

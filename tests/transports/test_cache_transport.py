@@ -8,6 +8,8 @@ import logging
 import httpx
 import pytest
 from _cache_helpers import MODES, Harness, respond, streamed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import klayengo
 from klayengo import CachePolicy, CircuitOpenError, HostPolicy, RateLimitExceeded
@@ -549,3 +551,53 @@ def test_standalone_transport_defaults_to_the_default_policy() -> None:
         client.get(URL)
         client.get(URL)
     assert len(calls) == 1
+
+
+# -- hostile servers -----------------------------------------------------------------------
+_hostile = st.one_of(
+    st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from(
+        [b"*", b"max-age=-1", b"max-age=1e9", b'W/"\xe9"', b"0", b"accept, \xff", b"a\x00b"]
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cache_control=_hostile,
+    expires=_hostile,
+    vary=_hostile,
+    etag=_hostile,
+    last_modified=_hostile,
+    age=_hostile,
+    date=_hostile,
+)
+def test_malformed_response_headers_never_break_a_request(
+    cache_control: bytes,
+    expires: bytes,
+    vary: bytes,
+    etag: bytes,
+    last_modified: bytes,
+    age: bytes,
+    date: bytes,
+) -> None:
+    headers = [
+        (b"Cache-Control", cache_control),
+        (b"Expires", expires),
+        (b"Vary", vary),
+        (b"ETag", etag),
+        (b"Last-Modified", last_modified),
+        (b"Age", age),
+        (b"Date", date),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=headers, content=b"body")
+
+    h = Harness("sync", handler, CachePolicy(stale_if_error=10))
+    for advance in (0, 5, 100):
+        h.clock.advance(advance)
+        response = h.get(URL, headers={"Accept": "x"})
+        assert response.status_code == 200 and response.content == b"body"
+        assert report(response)["cache"] in ("hit", "miss", "revalidated")
+    h.request("POST", URL)
