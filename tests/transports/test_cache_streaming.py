@@ -50,3 +50,13 @@ def test_the_same_body_is_stored_when_the_limit_allows_it() -> None:
         tracemalloc.stop()
     assert peak > 4 * 2**20
     assert report(h.get(URL))["cache"] == "hit"
+
+
+def test_many_distinct_urls_through_the_transport_keep_the_bounds_and_leak_nothing() -> None:
+    h = Harness("sync", streamed(2000, 500), CachePolicy(max_entries=500, max_bytes=2**20))
+    state = h.context.peek("cache.store")
+    for i in range(5000):
+        h.get(f"http://many.test/{i}?q={i}")
+    assert len(state.store) <= 500 and state.store.nbytes <= 2**20
+    assert not state.flights
+    assert h.events.evicted >= 4000
