@@ -708,6 +708,7 @@ class CacheTransport(_CacheLogic, SyncLayer):
                     self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
                     return stale
             if plan.conditional and response.status_code == 304:
+                response.read()  # no body: reading it keeps the connection reusable
                 response.close()
                 if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
                     return self._revalidated(plan, response)
@@ -801,6 +802,7 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
                     self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
                     return stale
             if plan.conditional and response.status_code == 304:
+                await response.aread()
                 await response.aclose()
                 if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
                     return self._revalidated(plan, response)
