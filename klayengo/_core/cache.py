@@ -4,7 +4,7 @@ Nothing here performs I/O or reads a clock: the transport passes wall time (for 
 dates) and monotonic time (for ages and expiry) in. What lives here:
 
 - :func:`parse_cache_control`: a tolerant ``Cache-Control`` parser (never raises);
-- :func:`request_directives`: the request side (``Cache-Control``, ``Pragma: no-cache``);
+- :func:`request_facts`: the request side (``Cache-Control``, ``Pragma: no-cache``, credentials);
 - :func:`why_not_storable`: RFC 9111 §3 storability for a private cache;
 - :func:`make_entry` / :func:`freshen`: build a stored response and refresh it from a
   304 (§3.2, §4.3.4), with its freshness lifetime (§4.2.1) and age (§4.2.3) turned
@@ -460,7 +460,6 @@ def make_entry(
     body: bytes,
     extensions: Mapping[str, object],
     vary: tuple[str, ...],
-    request: RequestFacts,
     request_wall: float,
     response_wall: float,
     now: float,
@@ -487,8 +486,6 @@ def make_entry(
             sie = max(sie, float(directives.stale_if_error))
         if directives.stale_while_revalidate is not None:
             swr = float(directives.stale_while_revalidate)
-    if request.directives.stale_if_error is not None:
-        sie = max(sie, float(request.directives.stale_if_error))
     if no_stale:
         sie = swr = 0.0
     etag = _first(headers, "etag")
@@ -535,7 +532,6 @@ def freshen(
     entry: CacheEntry,
     not_modified: httpx.Headers,
     *,
-    request: RequestFacts,
     request_wall: float,
     response_wall: float,
     now: float,
@@ -571,7 +567,6 @@ def freshen(
         body=entry.body,
         extensions=entry.extensions,
         vary=entry.vary,
-        request=request,
         request_wall=request_wall,
         response_wall=response_wall,
         now=now,
@@ -620,9 +615,21 @@ def entry_usable(entry: CacheEntry, now: float, directives: CacheControl) -> boo
     )
 
 
-def stale_if_error_ok(entry: CacheEntry, now: float) -> bool:
-    """May ``entry`` be served because the layers below failed (RFC 5861 §4)?"""
-    return not entry.no_stale and now < entry.stale_if_error_until
+def stale_if_error_ok(
+    entry: CacheEntry, now: float, directives: CacheControl = EMPTY_DIRECTIVES
+) -> bool:
+    """May ``entry`` be served because the layers below failed (RFC 5861 §4)?
+
+    Within the entry's window (the policy's ``stale_if_error`` or the response's
+    directive, whichever is longer), or within the current request's own
+    ``stale-if-error``; never when the response forbids stale use.
+    """
+    if entry.no_stale:
+        return False
+    if now < entry.stale_if_error_until:
+        return True
+    asked = directives.stale_if_error
+    return asked is not None and now < entry.fresh_until + asked
 
 
 def stale_while_revalidate_ok(entry: CacheEntry, now: float) -> bool:

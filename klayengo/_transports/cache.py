@@ -355,7 +355,8 @@ class _CacheLogic:
     # -- after the layers below answered ------------------------------------------------
     def _stale_after_error(self, plan: _Plan) -> httpx.Response | None:
         entry = plan.entry
-        if entry is not None and stale_if_error_ok(entry, self._context.clock.monotonic()):
+        now = self._context.clock.monotonic()
+        if entry is not None and stale_if_error_ok(entry, now, plan.facts.directives):
             return self._serve(entry, plan.request, "stale")
         return None
 
@@ -365,7 +366,6 @@ class _CacheLogic:
         entry = freshen(
             plan.entry,
             not_modified.headers,
-            request=plan.facts,
             request_wall=plan.request_wall,
             response_wall=clock.wall(),
             now=clock.monotonic(),
@@ -419,7 +419,6 @@ class _CacheLogic:
             body=body,
             extensions=response.extensions,
             vary=vary_names(response.headers) or (),
-            request=plan.facts,
             request_wall=plan.request_wall,
             response_wall=response_wall,
             now=now,

@@ -45,7 +45,6 @@ def entry(headers: dict[str, str] | list[tuple[str, str]], policy: CachePolicy =
         "body": b"body",
         "extensions": {"http_version": b"HTTP/1.1", "network_stream": object()},
         "vary": (),
-        "request": PLAIN_REQUEST,
         "request_wall": WALL,
         "response_wall": WALL,
         "now": NOW,
@@ -299,7 +298,6 @@ def test_freshen_replaces_fields_but_not_framing_or_coding() -> None:
     new = freshen(
         e,
         not_modified,
-        request=PLAIN_REQUEST,
         request_wall=WALL + 10,
         response_wall=WALL + 10,
         now=NOW + 10,
@@ -339,3 +337,10 @@ def test_keys_separate_credentials_and_vary_values_and_depend_on_the_salt() -> N
 def test_unsafe_methods_invalidate_on_success_and_redirect() -> None:
     assert invalidates("POST", 201) and invalidates("DELETE", 302)
     assert not invalidates("POST", 404) and not invalidates("GET", 200)
+
+
+def test_the_current_requests_stale_if_error_counts() -> None:
+    e = entry({"Cache-Control": "max-age=10"})
+    assert not stale_if_error_ok(e, NOW + 30)
+    assert stale_if_error_ok(e, NOW + 30, parse_cache_control(["stale-if-error=60"]))
+    assert not stale_if_error_ok(e, NOW + 80, parse_cache_control(["stale-if-error=60"]))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from klayengo import CachePolicy
-from klayengo._core.cache import PLAIN_REQUEST, CacheEntry, VaryIndex, make_entry
+from klayengo._core.cache import CacheEntry, VaryIndex, make_entry
 from klayengo._core.cachestore import MemoryStore
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
@@ -43,7 +43,6 @@ def make(clock: FakeClock, key: str, body: bytes = b"x" * 100, **headers: str) -
         body=body,
         extensions={"http_version": b"HTTP/1.1"},
         vary=(),
-        request=PLAIN_REQUEST,
         request_wall=clock.wall(),
         response_wall=clock.wall(),
         now=clock.monotonic(),
@@ -97,7 +96,6 @@ def test_records_expire_at_keep_until_not_at_freshness() -> None:
         body=b"b",
         extensions={},
         vary=(),
-        request=PLAIN_REQUEST,
         request_wall=clock.wall(),
         response_wall=clock.wall(),
         now=clock.monotonic(),
