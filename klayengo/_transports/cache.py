@@ -376,8 +376,8 @@ class _CacheLogic:
         attempts = report(not_modified)["attempts"]  # the revalidation went upstream
         return self._serve(entry, plan.request, "revalidated", attempts)
 
-    def _storable(self, plan: _Plan, response: httpx.Response) -> tuple[str, int] | str:
-        """(key, size limit) to store the response under, or the reason not to."""
+    def _storable(self, plan: _Plan, response: httpx.Response) -> tuple[str | None, str]:
+        """``(key, "")`` to store the response under ``key``, or ``(None, reason)``."""
         directives = parse_cache_control(response.headers.get_list("cache-control"))
         reason = why_not_storable(
             plan.request.method,
@@ -388,11 +388,10 @@ class _CacheLogic:
             plan.policy,
         )
         if reason is not None:
-            return reason
-        limit = plan.policy.max_entry_bytes
+            return None, reason
         length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return "too-large"
+        if length is not None and length.isdigit() and int(length) > plan.policy.max_entry_bytes:
+            return None, "too-large"  # streams through untouched
         vary = vary_names(response.headers) or ()
         if vary or plan.facts.credentials or plan.indexed:
             key = self._state.keys.secondary(
@@ -400,7 +399,7 @@ class _CacheLogic:
             )
         else:
             key = plan.primary
-        return key, limit
+        return key, ""
 
     def _entry_for(
         self,
@@ -446,12 +445,11 @@ class _CacheLogic:
         callback gets the whole body, or None when the body was not kept (too large,
         not fully read, failed).
         """
-        decision = self._storable(plan, response)
-        if isinstance(decision, str):
+        key, reason = self._storable(plan, response)
+        if key is None:
             self._state.finish(plan.key, plan.flight)
-            self._report(response, plan, "miss", why=f"not stored: {decision}")
+            self._report(response, plan, "miss", why=f"not stored: {reason}")
             return None
-        key, _ = decision
         clock = self._context.clock
         response_wall, now = clock.wall(), clock.monotonic()
         self._report(response, plan, "miss")
@@ -464,6 +462,23 @@ class _CacheLogic:
             self._state.finish(plan.key, plan.flight, entry)
 
         return complete
+
+    def _passed(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        policy: CachePolicy | None,
+        bypass: bool,
+    ) -> httpx.Response:
+        """A response the cache let through: invalidate, report a bypass."""
+        self._invalidate(request, response, policy)
+        if bypass:
+            report(response)["cache"] = "bypass"
+            host = host_key(request.url)
+            self._context.events.cache_result(host, "bypass")
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("cache bypass for %s", host, extra={"host": host})
+        return response
 
     def _invalidate(
         self, request: httpx.Request, response: httpx.Response, policy: CachePolicy | None
@@ -654,7 +669,8 @@ class CacheTransport(_CacheLogic, SyncLayer):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
-            return self._pass(request, policy, bypass)
+            response = self._next.handle_request(request)
+            return self._passed(request, response, policy, bypass)
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
@@ -664,18 +680,6 @@ class CacheTransport(_CacheLogic, SyncLayer):
                 return self._wait(plan, flight)
             plan.flight = flight
         return self._forward(plan)
-
-    def _pass(
-        self, request: httpx.Request, policy: CachePolicy | None, bypass: bool
-    ) -> httpx.Response:
-        response = self._next.handle_request(request)
-        self._invalidate(request, response, policy)
-        if bypass:
-            info = report(response)
-            info["cache"] = "bypass"
-            host = host_key(request.url)
-            self._context.events.cache_result(host, "bypass")
-        return response
 
     def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
@@ -748,7 +752,8 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
-            return await self._pass(request, policy, bypass)
+            response = await self._next.handle_async_request(request)
+            return self._passed(request, response, policy, bypass)
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
@@ -758,17 +763,6 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
                 return await self._wait(plan, flight)
             plan.flight = flight
         return await self._forward(plan)
-
-    async def _pass(
-        self, request: httpx.Request, policy: CachePolicy | None, bypass: bool
-    ) -> httpx.Response:
-        response = await self._next.handle_async_request(request)
-        self._invalidate(request, response, policy)
-        if bypass:
-            info = report(response)
-            info["cache"] = "bypass"
-            self._context.events.cache_result(host_key(request.url), "bypass")
-        return response
 
     async def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
