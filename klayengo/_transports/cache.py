@@ -104,7 +104,7 @@ class CacheState:
                 timer=context.clock.monotonic,
                 events=context.events,
             )
-        self.store = store
+        self.store: CacheStore = store
         self.keys = KeyMaker(os.urandom(_SALT_BYTES))
         self.flights: dict[str, _Flight] = {}
         self.lock = threading.Lock()
@@ -219,7 +219,18 @@ class _CacheLogic:
     _state: CacheState
 
     def _init_state(self, context: LayerContext) -> None:
-        self._state = context.shared(_STORE_KEY, lambda: CacheState(context))
+        created: list[CacheState] = []
+
+        def create() -> CacheState:
+            created.append(CacheState(context))
+            return created[0]
+
+        self._state = context.shared(_STORE_KEY, create)
+        store = self._state.store
+        if created and isinstance(store, MemoryStore):
+            # Closing the client frees the memory (and zeroes the size gauges).
+            # Registered here: `shared` holds the context's lock while creating.
+            context.on_close(store.clear)
 
     # -- before going upstream -------------------------------------------------------
     def _policy(self, request: httpx.Request) -> tuple[CachePolicy | None, bool]:
@@ -424,10 +435,11 @@ class _CacheLogic:
             policy=plan.policy,
         )
 
-    def _store(self, plan: _Plan, entry: CacheEntry) -> None:
+    def _store(self, plan: _Plan, entry: CacheEntry) -> bool:
+        """Store ``entry`` (and its Vary index); False when it has nothing to serve."""
         store = self._state.store
         if entry.keep_until <= self._context.clock.monotonic():
-            return  # nothing left to serve: neither fresh nor usable stale
+            return False  # neither fresh nor usable stale, nor worth revalidating
         store.set(entry.key, entry)
         if entry.key != plan.primary:
             keep_until = entry.keep_until
@@ -435,6 +447,7 @@ class _CacheLogic:
             if isinstance(old, VaryIndex) and old.vary == entry.vary:
                 keep_until = max(keep_until, old.keep_until)
             store.set(plan.primary, VaryIndex(entry.vary, keep_until))
+        return True
 
     def _prepare_store(
         self, plan: _Plan, response: httpx.Response
@@ -458,7 +471,8 @@ class _CacheLogic:
             entry = None
             if body is not None:
                 entry = self._entry_for(plan, response, key, body, response_wall, now)
-                self._store(plan, entry)
+                if not self._store(plan, entry):
+                    entry = None  # not stored: the waiters ask for themselves
             self._state.finish(plan.key, plan.flight, entry)
 
         return complete

@@ -522,6 +522,7 @@ def test_resilient_client_serves_hits_with_no_attempt() -> None:
         client.get(URL)
         hit = client.get(URL)
     assert report(hit)["cache"] == "hit" and report(hit)["attempts"] == 0 and len(calls) == 1
+    assert len(client._klayengo.peek("cache.store").store) == 0  # closing freed it
 
 
 @pytest.mark.anyio
