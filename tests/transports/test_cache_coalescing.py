@@ -13,10 +13,10 @@ from collections.abc import Callable
 import anyio
 import httpx
 import pytest
-from _cache_helpers import ChunkedBody, Recorder, make_context
 
 from klayengo import AsyncCacheTransport, CachePolicy, CacheTransport
 from klayengo._core.report import report
+from tests.transports._cache_helpers import ChunkedBody, Recorder, make_context
 
 URL = "http://api.test/slow?x=1"
 N = 8

@@ -9,10 +9,10 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from _cache_helpers import Harness, streamed
 
 from klayengo import CachePolicy
 from klayengo._core.report import report
+from tests.transports._cache_helpers import Harness, streamed
 
 URL = "http://big.test/file?id=7"
 TOTAL = 50 * 2**20

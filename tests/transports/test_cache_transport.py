@@ -7,13 +7,13 @@ import logging
 
 import httpx
 import pytest
-from _cache_helpers import MODES, Harness, respond, streamed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import klayengo
 from klayengo import CachePolicy, CircuitOpenError, HostPolicy, RateLimitExceeded
 from klayengo._core.report import report
+from tests.transports._cache_helpers import MODES, Harness, respond, streamed
 
 URL = "http://api.test/items?id=1"
 
