@@ -172,6 +172,11 @@ def test_demo_end_to_end_summary_matches_the_scraped_metrics() -> None:
     assert hosts["slow"].retries["timeout"] + hosts["slow"].errors["timeout"] >= 1
     limited = hosts["limited"]
     assert limited.delayed >= 1
+    cacheable = hosts["cacheable"]
+    assert cacheable.cache["hit"] >= 1
+    assert cacheable.cache["revalidated"] >= 1
+    assert cacheable.cache["stale"] >= 1
+    assert cacheable.cache["miss"] >= 1
     # ... and the metrics say the same, to the unit.
     assert "klayengo_requests_total" in scraped, sorted(scraped)
     assert discrepancies(summary, scraped) == []

@@ -148,3 +148,15 @@ def test_rate_limited_with_max_wait_0_is_one_line(
     assert err.startswith(f"klayengo get: error: rate limited for {server.host_key}: not sent")
     assert err.count("\n") == 1
     assert server.count("/busy") == 1
+
+
+def test_cache_result_is_reported(
+    server: FlakyServer, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    from klayengo.testing import Cacheable
+
+    server.route("/c", Cacheable(max_age=60))
+    code, _, err = run(capsysbinary, "get", server.url("/c"), "--cache-ttl", "30", "-v")
+    assert code == 0
+    assert "klayengo: attempts=1 cache=miss breaker=closed" in err
+    assert "* retry 3x; breaker: 50% of >= 20 calls, open 30 s; cache ttl 30 s; timeout" in err
