@@ -413,7 +413,8 @@ def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             cache=cache,
             metrics=False,
             timeout=args.timeout,
-            headers=args.headers,
+            # Bytes, as curl sends them: httpx would refuse a str that is not ASCII.
+            headers=[(name, value.encode()) for name, value in args.headers],
         ) as client:
             response = client.get(url)
     except KeyboardInterrupt:

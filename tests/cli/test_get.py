@@ -54,6 +54,8 @@ def test_verbose_prints_request_policies_and_response_headers(
         "-H",
         "X-Trace: abc",
         "--header=Accept:  text/plain",
+        "-H",
+        "X-Name: café",
     )
     assert code == 0
     assert f"> GET {server.url('/h')}" in err
@@ -63,6 +65,8 @@ def test_verbose_prints_request_policies_and_response_headers(
     recorded = server.requests[-1]
     assert recorded.header("X-Trace") == "abc"
     assert recorded.header("Accept") == "text/plain"
+    # Sent as UTF-8 bytes (the server's parser reads them as latin-1).
+    assert recorded.header("X-Name") == "café".encode().decode("latin-1")
 
 
 def test_any_http_response_exits_0(
