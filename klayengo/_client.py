@@ -171,6 +171,16 @@ class ResilientClient(_ResilientMixin, httpx.Client):
             if transport is not None and not isinstance(transport, StackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
 
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = super().send(request, stream=stream, **kwargs)
+        if not stream and not response.is_closed:
+            # A cache hit arrives with its body already in memory; close it as httpx
+            # closes a network response it has read, so `is_closed` reads the same.
+            response.close()
+        return response
+
     def _klayengo_wrap(self, transport: httpx.BaseTransport) -> StackTransport:
         # One stack per distinct inner transport: the same object mounted twice is
         # wrapped once, so it is closed exactly once.
@@ -236,6 +246,15 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, AsyncStackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = await super().send(request, stream=stream, **kwargs)
+        if not stream and not response.is_closed:
+            # See ResilientClient.send.
+            await response.aclose()
+        return response
 
     def _klayengo_wrap(self, transport: httpx.AsyncBaseTransport) -> AsyncStackTransport:
         found = self._klayengo_stacks.get(id(transport))

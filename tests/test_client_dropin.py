@@ -382,3 +382,19 @@ async def test_async_default_transport_settings() -> None:
         inner = client._transport.inner  # type: ignore[attr-defined]
         assert isinstance(inner, httpx.AsyncHTTPTransport)
         assert inner._pool._max_connections == 5
+
+
+def test_cache_hits_read_like_network_responses() -> None:
+    def cacheable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Cache-Control": "max-age=60"}, content=b"body")
+
+    with klayengo.ResilientClient(
+        transport=httpx.MockTransport(cacheable), cache=klayengo.CachePolicy(), metrics=False
+    ) as client:
+        miss, hit = client.get("https://x/"), client.get("https://x/")
+        assert hit.extensions["klayengo"]["cache"] == "hit"
+        for response in (miss, hit):
+            assert response.is_closed and response.content == b"body"
+        with client.stream("GET", "https://x/") as streamed:
+            assert streamed.extensions["klayengo"]["cache"] == "hit"
+            assert b"".join(streamed.iter_raw()) == b"body"

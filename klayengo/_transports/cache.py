@@ -1,19 +1,671 @@
-"""PLACEHOLDER pass-through for the CacheTransport layer (replaced by its issue)."""
+"""The cache layer: CacheTransport and AsyncCacheTransport (RFC 9111, private cache).
+
+Outermost in the stack, so a hit costs no rate-limit token, no breaker slot and no
+attempt, and a failure of everything below can be answered from a stale entry
+(``stale-if-error``). The rules are in :mod:`klayengo._core.cache`; the storage in
+:mod:`klayengo._core.cachestore`; this module only moves responses:
+
+- a hit is built from the stored record without re-parsing anything: the stored
+  ``httpx.Headers`` is copied, the stored ``httpx.ByteStream`` shared;
+- a storable miss is *teed*: the caller streams the body as usual while up to
+  ``max_entry_bytes`` are kept aside, and the entry is stored when the caller has
+  read the whole body; a body that turns out larger is dropped from the tee at once
+  and streams on uncached (the cache never buffers it);
+- concurrent identical misses are coalesced: one leader goes upstream, the others
+  wait for its entry and each gets its own ``Response``; when the leader's response
+  cannot be shared (not storable, too large, failed, cancelled) each waiter makes
+  its own request, or gets (a copy of) the leader's transport error.
+
+Sync waiters use ``threading.Event``; async waiters ``anyio.Event`` (asyncio and trio).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import datetime
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+import anyio
 import httpx
 
+from .._core.cache import (
+    ERROR_STATUSES,
+    PLAIN_REQUEST,
+    CacheEntry,
+    KeyMaker,
+    RequestFacts,
+    VaryIndex,
+    conditional_headers,
+    entry_usable,
+    freshen,
+    invalidates,
+    make_entry,
+    parse_cache_control,
+    request_facts,
+    stale_if_error_ok,
+    stale_while_revalidate_ok,
+    validator_matches,
+    vary_names,
+    why_not_storable,
+)
+from .._core.cachestore import CacheStore, MemoryStore
+from .._core.events import NULL_EVENTS
+from .._core.hosts import host_key, origin
+from .._core.options import EXTENSION_KEY, request_options
+from .._core.report import report
 from .._policies import CachePolicy, HostPolicy
 from ._context import LayerContext
 from ._layer import AsyncLayer, SyncLayer
 
-__all__ = ["AsyncCacheTransport", "CacheTransport"]
+__all__ = ["AsyncCacheTransport", "CacheState", "CacheTransport"]
+
+_log = logging.getLogger("klayengo")
+
+#: How long a coalesced waiter waits for its leader when the request has no
+#: complete timeout to go by; past it the waiter sends its own request.
+COALESCE_WAIT_FALLBACK: Final = 60.0
+#: The per-client salt of the credential digests, in bytes.
+_SALT_BYTES: Final = 16
+_STORE_KEY: Final = "cache.store"
+_NO_TIME: Final = datetime.timedelta(0)
+#: httpx keeps a read body in ``Response._content`` (0.27, 0.28); a hit with an
+#: unencoded body is handed over pre-read when that still holds.
+_PRELOAD: Final = hasattr(httpx.Response(200, content=b""), "_content")
 
 
-class CacheTransport(SyncLayer):
+# -- per-client state ------------------------------------------------------------------
+class _Flight:
+    """One in-flight upstream request that identical misses wait for."""
+
+    __slots__ = ("entry", "error", "event", "finished", "result")
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.entry: CacheEntry | None = None
+        self.error: httpx.TransportError | None = None
+        self.finished = False
+        self.result = "hit"
+
+
+class CacheState:
+    """What every stack of one client shares: the store, the key salt, the flights."""
+
+    def __init__(self, context: LayerContext, store: CacheStore | None = None) -> None:
+        if store is None:
+            bounds = _bounds_policy(context)
+            store = MemoryStore(
+                max_entries=bounds.max_entries,
+                max_bytes=bounds.max_bytes,
+                timer=context.clock.monotonic,
+                events=context.events,
+            )
+        self.store: CacheStore = store
+        self.keys = KeyMaker(os.urandom(_SALT_BYTES))
+        self.flights: dict[str, _Flight] = {}
+        self.lock = threading.Lock()
+
+    def join(self, key: str, make_event: Callable[[], Any]) -> tuple[_Flight, bool]:
+        """The flight for ``key`` and whether the caller leads it."""
+        with self.lock:
+            flight = self.flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self.flights[key] = _Flight(make_event())
+            return flight, True
+
+    def finish(
+        self,
+        key: str,
+        flight: _Flight | None,
+        entry: CacheEntry | None = None,
+        error: httpx.TransportError | None = None,
+        result: str = "hit",
+    ) -> None:
+        """Release the waiters of ``flight`` (once; later calls do nothing).
+
+        Waiters serve ``entry`` (reported as ``result``) when given, else raise a
+        copy of ``error`` when given, else make their own request.
+        """
+        if flight is None:
+            return
+        with self.lock:
+            if flight.finished:
+                return
+            flight.finished = True
+            flight.entry, flight.error, flight.result = entry, error, result
+            if self.flights.get(key) is flight:
+                del self.flights[key]
+        flight.event.set()
+
+
+def _bounds_policy(context: LayerContext) -> CachePolicy:
+    """The policy whose ``max_entries``/``max_bytes`` bound the client's one store:
+    the client's own, else the largest bounds among its ``hosts=`` overrides."""
+    resolver = context.resolver
+    if resolver.default.cache is not None:
+        return resolver.default.cache
+    found = [hp.cache for hp in resolver.patterns.values() if isinstance(hp.cache, CachePolicy)]
+    if not found:
+        return CachePolicy()
+    return CachePolicy(
+        max_entries=max(p.max_entries for p in found),
+        max_bytes=max(p.max_bytes for p in found),
+        max_entry_bytes=1,
+    )
+
+
+# -- one request's plan ----------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class _Plan:
+    request: httpx.Request
+    policy: CachePolicy
+    facts: RequestFacts
+    primary: str
+    key: str  # where this request's entry lives (primary or a secondary key)
+    indexed: bool  # the primary key holds a VaryIndex
+    entry: CacheEntry | None  # the stored entry found (possibly stale)
+    flight: _Flight | None = None
+    conditional: bool = False
+    request_wall: float = 0.0
+    now: float = 0.0  # monotonic time of the lookup
+    host: str = field(default="")
+
+
+def _describe(plan: _Plan) -> str:
+    return plan.host or host_key(plan.request.url)
+
+
+def _with_headers(request: httpx.Request, extra: list[tuple[str, str]]) -> httpx.Request:
+    headers = request.headers.copy()
+    for name, value in extra:
+        headers[name] = value
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        stream=request.stream,
+        extensions=request.extensions,
+    )
+
+
+def _copy_error(error: httpx.TransportError, request: httpx.Request) -> httpx.TransportError:
+    """A waiter's own copy of the leader's error, naming the waiter's request."""
+    try:
+        mine = copy.copy(error)
+    except Exception:  # an exotic subclass that cannot be copied: share it
+        mine = error
+    mine.request = request
+    return mine
+
+
+def _wait_budget(request: httpx.Request) -> float:
+    timeout = request.extensions.get("timeout")
+    if isinstance(timeout, Mapping):
+        values = [timeout.get(name) for name in ("connect", "write", "read", "pool")]
+        if all(isinstance(v, int | float) for v in values):
+            return float(sum(values))  # type: ignore[arg-type]
+    return COALESCE_WAIT_FALLBACK
+
+
+class _CacheLogic:
+    """The decisions shared by both twins; no I/O here."""
+
+    _context: LayerContext
+    _state: CacheState
+
+    def _init_state(self, context: LayerContext) -> None:
+        created: list[CacheState] = []
+
+        def create() -> CacheState:
+            created.append(CacheState(context))
+            return created[0]
+
+        self._state = context.shared(_STORE_KEY, create)
+        store = self._state.store
+        if created and isinstance(store, MemoryStore):
+            # Closing the client frees the memory (and zeroes the size gauges).
+            # Registered here: `shared` holds the context's lock while creating.
+            context.on_close(store.clear)
+
+    # -- before going upstream -------------------------------------------------------
+    def _policy(self, request: httpx.Request) -> tuple[CachePolicy | None, bool]:
+        """(policy, bypass) for ``request``."""
+        policy = self._context.resolver.resolve(request.url).cache
+        if EXTENSION_KEY in request.extensions:
+            option = request_options(request).cache
+            if option is False:
+                return policy, True
+            if isinstance(option, CachePolicy):
+                return option, False
+        return policy, False
+
+    def _begin(self, request: httpx.Request, policy: CachePolicy) -> httpx.Response | _Plan:
+        """A response from the cache alone (hit, or 504 only-if-cached), or the plan
+        for going upstream. The common hit (a plain request, a fresh entry under the
+        primary key) is decided with one store lookup and no allocation but the
+        response."""
+        facts = request_facts(request.headers)
+        primary = KeyMaker.primary(request.method, request.url)
+        found = self._state.store.get(primary)
+        now = self._context.clock.monotonic()
+        if (
+            facts is PLAIN_REQUEST
+            and isinstance(found, CacheEntry)
+            and now < found.fresh_until
+            and not found.no_cache
+        ):
+            return self._serve(found, request, "hit")
+        plan = self._plan(request, policy, facts, primary, found)
+        response = self._fresh_response(plan, now)
+        plan.now = now
+        return plan if response is None else response
+
+    def _plan(
+        self,
+        request: httpx.Request,
+        policy: CachePolicy,
+        facts: RequestFacts,
+        primary: str,
+        found: CacheEntry | VaryIndex | None,
+    ) -> _Plan:
+        keys = self._state.keys
+        entry: CacheEntry | None = None
+        indexed = isinstance(found, VaryIndex)
+        if isinstance(found, VaryIndex):
+            key = keys.secondary(primary, facts.credentials, found.vary, request.headers)
+            candidate = self._state.store.get(key)
+            if isinstance(candidate, CacheEntry):
+                entry = candidate
+        elif facts.credentials:
+            # An entry stored for a request without credentials is not served to one
+            # with credentials: the origin may answer them differently.
+            key = keys.secondary(primary, facts.credentials, (), request.headers)
+        else:
+            key = primary
+            entry = found
+        if facts.pass_through:
+            entry = None  # a conditional or partial request is the origin's to answer
+        plan = _Plan(request, policy, facts, primary, key, indexed, entry)
+        plan.host = entry.host if entry is not None else host_key(request.url)
+        return plan
+
+    def _fresh_response(self, plan: _Plan, now: float) -> httpx.Response | None:
+        """A response answered from the cache alone (a hit, or 504 only-if-cached)."""
+        entry = plan.entry
+        if plan.facts.pass_through:
+            return None
+        if entry is not None and entry_usable(entry, now, plan.facts.directives):
+            return self._serve(entry, plan.request, "hit")
+        if plan.facts.directives.only_if_cached:
+            response = httpx.Response(504, request=plan.request)
+            self._report(response, plan, "miss", attempts=0, why="only-if-cached")
+            return response
+        return None
+
+    def _serve(
+        self, entry: CacheEntry, request: httpx.Request, result: str, attempts: int = 0
+    ) -> httpx.Response:
+        extensions = {
+            **entry.extensions,
+            EXTENSION_KEY: {"attempts": attempts, "cache": result, "breaker": None, "wait": 0.0},
+        }
+        response = httpx.Response(
+            entry.status,
+            headers=entry.headers,
+            stream=entry.stream,
+            request=request,
+            extensions=extensions,
+        )
+        if entry.plain and _PRELOAD:
+            # The body is in memory and needs no decoding: hand it over as httpx's
+            # MockTransport does, so the client's read costs nothing. Streaming it
+            # (iter_raw) still works: the stream itself is untouched.
+            response._content = entry.body
+            response.elapsed = _NO_TIME
+        events = self._context.events
+        if events is not NULL_EVENTS:
+            events.cache_result(entry.host, result)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("cache %s for %s", result, entry.host, extra={"host": entry.host})
+        return response
+
+    def _report(
+        self,
+        response: httpx.Response,
+        plan: _Plan,
+        result: str,
+        *,
+        attempts: int | None = None,
+        why: str = "",
+    ) -> None:
+        info = report(response)
+        info["cache"] = result
+        if attempts is not None:
+            info["attempts"] = attempts
+        host = _describe(plan)
+        self._context.events.cache_result(host, result)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("cache %s for %s (%s)", result, host, why or result, extra={"host": host})
+
+    def _upstream_request(self, plan: _Plan) -> httpx.Request:
+        entry = plan.entry
+        plan.request_wall = self._context.clock.wall()
+        if entry is None or plan.facts.pass_through:
+            return plan.request
+        validators = conditional_headers(entry)
+        if not validators:
+            return plan.request
+        plan.conditional = True
+        return _with_headers(plan.request, validators)
+
+    # -- after the layers below answered ------------------------------------------------
+    def _stale_after_error(self, plan: _Plan) -> httpx.Response | None:
+        entry = plan.entry
+        now = self._context.clock.monotonic()
+        if entry is not None and stale_if_error_ok(entry, now, plan.facts.directives):
+            return self._serve(entry, plan.request, "stale")
+        return None
+
+    def _revalidated(self, plan: _Plan, not_modified: httpx.Response) -> httpx.Response:
+        assert plan.entry is not None
+        clock = self._context.clock
+        entry = freshen(
+            plan.entry,
+            not_modified.headers,
+            request_wall=plan.request_wall,
+            response_wall=clock.wall(),
+            now=clock.monotonic(),
+            policy=plan.policy,
+        )
+        self._store(plan, entry)
+        self._state.finish(plan.key, plan.flight, entry)
+        attempts = report(not_modified)["attempts"]  # the revalidation went upstream
+        return self._serve(entry, plan.request, "revalidated", attempts)
+
+    def _storable(self, plan: _Plan, response: httpx.Response) -> tuple[str | None, str]:
+        """``(key, "")`` to store the response under ``key``, or ``(None, reason)``."""
+        directives = parse_cache_control(response.headers.get_list("cache-control"))
+        reason = why_not_storable(
+            plan.request.method,
+            response.status_code,
+            plan.facts,
+            directives,
+            response.headers,
+            plan.policy,
+        )
+        if reason is not None:
+            return None, reason
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > plan.policy.max_entry_bytes:
+            return None, "too-large"  # streams through untouched
+        vary = vary_names(response.headers) or ()
+        if vary or plan.facts.credentials or plan.indexed:
+            key = self._state.keys.secondary(
+                plan.primary, plan.facts.credentials, vary, plan.request.headers
+            )
+        else:
+            key = plan.primary
+        return key, ""
+
+    def _entry_for(
+        self,
+        plan: _Plan,
+        response: httpx.Response,
+        key: str,
+        body: bytes,
+        response_wall: float,
+        now: float,
+    ) -> CacheEntry:
+        return make_entry(
+            key=key,
+            host=_describe(plan),
+            status=response.status_code,
+            headers=response.headers.copy(),
+            body=body,
+            extensions=response.extensions,
+            vary=vary_names(response.headers) or (),
+            request_wall=plan.request_wall,
+            response_wall=response_wall,
+            now=now,
+            policy=plan.policy,
+        )
+
+    def _store(self, plan: _Plan, entry: CacheEntry) -> bool:
+        """Store ``entry`` (and its Vary index); False when it has nothing to serve."""
+        store = self._state.store
+        if entry.keep_until <= self._context.clock.monotonic():
+            return False  # neither fresh nor usable stale, nor worth revalidating
+        store.set(entry.key, entry)
+        if entry.key != plan.primary:
+            keep_until = entry.keep_until
+            old = store.get(plan.primary)
+            if isinstance(old, VaryIndex) and old.vary == entry.vary:
+                keep_until = max(keep_until, old.keep_until)
+            store.set(plan.primary, VaryIndex(entry.vary, keep_until))
+        return True
+
+    def _prepare_store(
+        self, plan: _Plan, response: httpx.Response
+    ) -> Callable[[bytes | None], None] | None:
+        """Decide on storing a miss; returns the callback that stores the read body.
+
+        Returns None (and releases the waiters) when the response is not stored. The
+        callback gets the whole body, or None when the body was not kept (too large,
+        not fully read, failed).
+        """
+        key, reason = self._storable(plan, response)
+        if key is None:
+            self._state.finish(plan.key, plan.flight)
+            self._report(response, plan, "miss", why=f"not stored: {reason}")
+            return None
+        clock = self._context.clock
+        response_wall, now = clock.wall(), clock.monotonic()
+        self._report(response, plan, "miss")
+
+        def complete(body: bytes | None) -> None:
+            entry = None
+            if body is not None:
+                entry = self._entry_for(plan, response, key, body, response_wall, now)
+                if not self._store(plan, entry):
+                    entry = None  # not stored: the waiters ask for themselves
+            self._state.finish(plan.key, plan.flight, entry)
+
+        return complete
+
+    def _passed(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        policy: CachePolicy | None,
+        bypass: bool,
+    ) -> httpx.Response:
+        """A response the cache let through: invalidate, report a bypass."""
+        self._invalidate(request, response, policy)
+        if bypass:
+            report(response)["cache"] = "bypass"
+            host = host_key(request.url)
+            self._context.events.cache_result(host, "bypass")
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("cache bypass for %s", host, extra={"host": host})
+        return response
+
+    def _invalidate(
+        self, request: httpx.Request, response: httpx.Response, policy: CachePolicy | None
+    ) -> None:
+        """RFC 9111 §4.4: forget the stored responses of the target URI, and of a
+        same-origin ``Location``/``Content-Location``."""
+        if not invalidates(request.method, response.status_code):
+            return
+        targets = [request.url]
+        for name in ("location", "content-location"):
+            value = response.headers.get(name)
+            if value:
+                try:
+                    url = request.url.join(value)
+                except (httpx.InvalidURL, ValueError, TypeError):
+                    continue
+                if origin(url) == origin(request.url):
+                    targets.append(url)
+        methods = policy.methods if policy is not None else ("GET", "HEAD")
+        store = self._state.store
+        for url in targets:
+            for method in methods:
+                store.delete(KeyMaker.primary(method, url))
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("cache invalidated by %s for %s", request.method, host_key(request.url))
+
+    def _waiter_result(self, plan: _Plan, flight: _Flight) -> httpx.Response | None:
+        """What a released waiter gets: its own response, or None to go alone.
+
+        Raises a copy of the leader's transport error when nothing stale can be served.
+        """
+        entry = flight.entry
+        if entry is not None:
+            if entry.key == plan.primary and not plan.facts.credentials:
+                ok = True
+            else:
+                expected = self._state.keys.secondary(
+                    plan.primary, plan.facts.credentials, entry.vary, plan.request.headers
+                )
+                ok = expected == entry.key
+            if ok:
+                self._context.events.coalesced(entry.host)
+                return self._serve(entry, plan.request, flight.result)
+            return None
+        if flight.error is not None:
+            stale = self._stale_after_error(plan)
+            if stale is not None:
+                return stale
+            raise _copy_error(flight.error, plan.request)
+        return None
+
+
+# -- streams that keep a copy of a body for the cache --------------------------------
+class _Collector:
+    __slots__ = ("chunks", "complete", "done", "limit", "size")
+
+    def __init__(self, limit: int, complete: Callable[[bytes | None], None]) -> None:
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+        self.limit = limit
+        self.complete: Callable[[bytes | None], None] | None = complete
+        self.done = False
+
+    def add(self, chunk: bytes) -> None:
+        chunks = self.chunks
+        if chunks is None:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            # Too large after all: drop what was kept and let the rest stream on.
+            self.chunks = None
+            self.close()
+        else:
+            chunks.append(chunk)
+
+    def close(self) -> None:
+        complete, self.complete = self.complete, None
+        if complete is not None:
+            chunks = self.chunks
+            self.chunks = None
+            complete(b"".join(chunks) if self.done and chunks is not None else None)
+
+
+class _SyncTee(httpx.SyncByteStream):
+    """Passes a body through, handing a copy of it to a :class:`_Collector`.
+
+    An explicit iterator rather than a generator: closing it also closes the
+    iterator of the stream below, so a body abandoned half-way is released at once.
+    """
+
+    def __init__(self, stream: httpx.SyncByteStream, collector: _Collector) -> None:
+        self._stream = stream
+        self._collector = collector
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._iterator = iter(self._stream)
+        return self
+
+    def __next__(self) -> bytes:
+        assert self._iterator is not None
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._collector.done = True
+            raise
+        self._collector.add(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
+            self._stream.close()
+        finally:
+            self._collector.close()
+
+
+class _AsyncTee(httpx.AsyncByteStream):
+    """The async twin of :class:`_SyncTee`."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, collector: _Collector) -> None:
+        self._stream = stream
+        self._collector = collector
+        self._iterator: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._iterator = self._stream.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._iterator is not None
+        try:
+            chunk = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._collector.done = True
+            raise
+        self._collector.add(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._stream.aclose()
+        finally:
+            self._collector.close()
+
+
+def _preloaded_body(response: httpx.Response) -> bytes | None:
+    """The raw body of a response whose body is already in memory (MockTransport)."""
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream)
+    return None
+
+
+# -- the twins -----------------------------------------------------------------------
+class CacheTransport(_CacheLogic, SyncLayer):
+    """A private RFC 9111 HTTP cache with request coalescing, as an httpx transport.
+
+    Usage::
+
+        client = httpx.Client(transport=klayengo.CacheTransport(httpx.HTTPTransport()))
+
+    Args:
+        transport: the transport to send misses and revalidations to.
+        policy: the :class:`CachePolicy`. Default ``CachePolicy()``.
+        hosts: per-host overrides (``HostPolicy(cache=...)``).
+    """
+
     def __init__(
         self,
         transport: httpx.BaseTransport,
@@ -22,13 +674,81 @@ class CacheTransport(SyncLayer):
         hosts: Mapping[str, HostPolicy] | None = None,
         _context: LayerContext | None = None,
     ) -> None:
-        super().__init__(transport, _context or LayerContext.standalone(cache=policy, hosts=hosts))
+        context = _context or LayerContext.standalone(
+            cache=policy if policy is not None else CachePolicy(), hosts=hosts
+        )
+        super().__init__(transport, context)
+        self._init_state(context)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._next.handle_request(request)
+        policy, bypass = self._policy(request)
+        if policy is None or bypass or request.method not in policy.methods:
+            response = self._next.handle_request(request)
+            return self._passed(request, response, policy, bypass)
+        plan = self._begin(request, policy)
+        if not isinstance(plan, _Plan):
+            return plan
+        if policy.coalesce and not plan.facts.pass_through:
+            flight, leader = self._state.join(plan.key, threading.Event)
+            if not leader:
+                return self._wait(plan, flight)
+            plan.flight = flight
+        return self._forward(plan)
+
+    def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
+        entry = plan.entry
+        if entry is not None and stale_while_revalidate_ok(entry, plan.now):
+            return self._serve(entry, plan.request, "stale")
+        flight.event.wait(_wait_budget(plan.request))
+        found = self._waiter_result(plan, flight) if flight.finished else None
+        if found is not None:
+            return found
+        return self._forward(plan)  # on its own: no flight
+
+    def _forward(self, plan: _Plan) -> httpx.Response:
+        try:
+            upstream = self._upstream_request(plan)
+            try:
+                response = self._next.handle_request(upstream)
+            except httpx.TransportError as error:
+                stale = self._stale_after_error(plan)
+                if stale is None:
+                    self._state.finish(plan.key, plan.flight, error=error)
+                    raise
+                self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
+                return stale
+            response.request = plan.request
+            if response.status_code in ERROR_STATUSES:
+                stale = self._stale_after_error(plan)
+                if stale is not None:
+                    response.close()
+                    self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
+                    return stale
+            if plan.conditional and response.status_code == 304:
+                response.read()  # no body: reading it keeps the connection reusable
+                response.close()
+                if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
+                    return self._revalidated(plan, response)
+                # A 304 for another representation: ask again, unconditionally.
+                plan.entry, plan.conditional = None, False
+                return self._forward(plan)
+            complete = self._prepare_store(plan, response)
+            if complete is not None:
+                body = _preloaded_body(response)
+                if body is not None:
+                    complete(body if len(body) <= plan.policy.max_entry_bytes else None)
+                else:
+                    collector = _Collector(plan.policy.max_entry_bytes, complete)
+                    response.stream = _SyncTee(response.stream, collector)  # type: ignore[arg-type]
+            return response
+        except BaseException:
+            self._state.finish(plan.key, plan.flight)
+            raise
 
 
-class AsyncCacheTransport(AsyncLayer):
+class AsyncCacheTransport(_CacheLogic, AsyncLayer):
+    """The async twin of :class:`CacheTransport` (asyncio and trio)."""
+
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
@@ -37,7 +757,73 @@ class AsyncCacheTransport(AsyncLayer):
         hosts: Mapping[str, HostPolicy] | None = None,
         _context: LayerContext | None = None,
     ) -> None:
-        super().__init__(transport, _context or LayerContext.standalone(cache=policy, hosts=hosts))
+        context = _context or LayerContext.standalone(
+            cache=policy if policy is not None else CachePolicy(), hosts=hosts
+        )
+        super().__init__(transport, context)
+        self._init_state(context)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._next.handle_async_request(request)
+        policy, bypass = self._policy(request)
+        if policy is None or bypass or request.method not in policy.methods:
+            response = await self._next.handle_async_request(request)
+            return self._passed(request, response, policy, bypass)
+        plan = self._begin(request, policy)
+        if not isinstance(plan, _Plan):
+            return plan
+        if policy.coalesce and not plan.facts.pass_through:
+            flight, leader = self._state.join(plan.key, anyio.Event)
+            if not leader:
+                return await self._wait(plan, flight)
+            plan.flight = flight
+        return await self._forward(plan)
+
+    async def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
+        entry = plan.entry
+        if entry is not None and stale_while_revalidate_ok(entry, plan.now):
+            return self._serve(entry, plan.request, "stale")
+        with anyio.move_on_after(_wait_budget(plan.request)):
+            await flight.event.wait()
+        found = self._waiter_result(plan, flight) if flight.finished else None
+        if found is not None:
+            return found
+        return await self._forward(plan)
+
+    async def _forward(self, plan: _Plan) -> httpx.Response:
+        try:
+            upstream = self._upstream_request(plan)
+            try:
+                response = await self._next.handle_async_request(upstream)
+            except httpx.TransportError as error:
+                stale = self._stale_after_error(plan)
+                if stale is None:
+                    self._state.finish(plan.key, plan.flight, error=error)
+                    raise
+                self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
+                return stale
+            response.request = plan.request
+            if response.status_code in ERROR_STATUSES:
+                stale = self._stale_after_error(plan)
+                if stale is not None:
+                    await response.aclose()
+                    self._state.finish(plan.key, plan.flight, plan.entry, result="stale")
+                    return stale
+            if plan.conditional and response.status_code == 304:
+                await response.aread()
+                await response.aclose()
+                if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
+                    return self._revalidated(plan, response)
+                plan.entry, plan.conditional = None, False
+                return await self._forward(plan)
+            complete = self._prepare_store(plan, response)
+            if complete is not None:
+                body = _preloaded_body(response)
+                if body is not None:
+                    complete(body if len(body) <= plan.policy.max_entry_bytes else None)
+                else:
+                    collector = _Collector(plan.policy.max_entry_bytes, complete)
+                    response.stream = _AsyncTee(response.stream, collector)  # type: ignore[arg-type]
+            return response
+        except BaseException:
+            self._state.finish(plan.key, plan.flight)
+            raise

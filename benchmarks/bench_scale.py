@@ -1,0 +1,213 @@
+"""Benchmark 6: scale.
+
+(a) 10,000 concurrent async requests over 1,000 hosts through one client (a breaker and a
+    limiter per host, neither binding, metrics on) vs plain ``httpx.AsyncClient``:
+    throughput and peak traced memory. The upstream is an async MockTransport handler that
+    sleeps 10 ms (1,000 loopback listeners would measure the kernel, not the client).
+(b) Memory held by the cache after 1,000,000 distinct URLs (100,000 with ``--quick``) and by
+    the breaker and limiter registries after 100,000 distinct hosts, measured with
+    tracemalloc after a full collection.
+
+Run: ``python -m benchmarks.bench_scale``.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+import anyio
+import httpx
+from prometheus_client import CollectorRegistry
+
+import klayengo
+
+from ._common import table
+
+HOSTS = 1_000
+CONCURRENT = 10_000
+
+
+async def _slow_handler(request: httpx.Request) -> httpx.Response:
+    await anyio.sleep(0.01)
+    return httpx.Response(200, headers={"Cache-Control": "no-store"}, content=b"ok")
+
+
+def _client(kind: str) -> httpx.AsyncClient:
+    transport = httpx.MockTransport(_slow_handler)
+    limits = httpx.Limits(max_connections=None)
+    if kind == "httpx":
+        return httpx.AsyncClient(transport=transport, limits=limits)
+    return klayengo.AsyncResilientClient(
+        transport=transport,
+        limits=limits,
+        rate_limit=klayengo.RateLimitPolicy(rate=1e6, burst=100_000),
+        breaker=klayengo.CircuitBreakerPolicy(max_hosts=2 * HOSTS),
+        metrics=klayengo.MetricsPolicy(registry=CollectorRegistry(), max_hosts=100),
+    )
+
+
+def _concurrent_run(kind: str) -> tuple[float, float]:
+    async def main() -> float:
+        async with _client(kind) as client:
+
+            async def one(i: int) -> None:
+                response = await client.get(f"https://h{i % HOSTS}.example/item/{i}")
+                assert response.status_code == 200
+
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for i in range(CONCURRENT):
+                    tg.start_soon(one, i)
+            return CONCURRENT / (time.perf_counter() - start)
+
+    gc.collect()
+    tracemalloc.start()
+    rate = anyio.run(main)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return rate, peak / 2**20
+
+
+def concurrent(quick: bool) -> str:
+    repeat = 2 if quick else 3
+    results: dict[str, list[tuple[float, float]]] = {"httpx": [], "klayengo": []}
+    for _ in range(repeat):
+        for kind in results:
+            results[kind].append(_concurrent_run(kind))
+    rows = []
+    base_rate = statistics.median(r for r, _ in results["httpx"])
+    base_peak = statistics.median(p for _, p in results["httpx"])
+    for kind, values in results.items():
+        rate = statistics.median(r for r, _ in values)
+        peak = statistics.median(p for _, p in values)
+        name = "httpx.AsyncClient" if kind == "httpx" else "AsyncResilientClient"
+        rows.append(
+            [
+                name,
+                f"{rate:,.0f} ({min(r for r, _ in values):,.0f}-{max(r for r, _ in values):,.0f})",
+                f"{rate / base_rate:.2f}x",
+                f"{peak:,.1f}",
+                f"{peak / base_peak:.2f}x",
+            ]
+        )
+    return table(
+        [
+            "10,000 concurrent requests, 1,000 hosts",
+            "req/s median (spread)",
+            "throughput ratio",
+            "peak traced MiB",
+            "memory ratio",
+        ],
+        rows,
+    )
+
+
+def _traced(fn: Any) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keep = fn()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del keep
+    return (after - before) / 2**20
+
+
+def _ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers={"Cache-Control": "max-age=600"}, content=b"x" * 200)
+
+
+def cache_churn(n: int) -> tuple[float, int, int]:
+    policy = klayengo.CachePolicy(max_entries=10_000, max_bytes=8 * 2**20)
+    holder: dict[str, Any] = {}
+
+    def run() -> Any:
+        client = klayengo.ResilientClient(
+            transport=httpx.MockTransport(_ok),
+            cache=policy,
+            metrics=False,
+            retry=None,
+            breaker=None,
+        )
+        for i in range(n):
+            client.get(f"https://cache.example/item/{i}?q={i}")
+        holder["client"] = client
+        return client
+
+    mib = _traced(run)
+    store = holder["client"]._klayengo.peek("cache.store")
+    entries = len(store) if store is not None and hasattr(store, "__len__") else -1
+    holder["client"].close()
+    return mib, entries, policy.max_bytes
+
+
+def registry_churn(n: int) -> float:
+    def run() -> Any:
+        client = klayengo.ResilientClient(
+            transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+            rate_limit=klayengo.RateLimitPolicy(rate=1e6, burst=1000),
+            metrics=klayengo.MetricsPolicy(registry=CollectorRegistry()),
+        )
+        for i in range(n):
+            client.get(f"https://h{i}.example/")
+        return client
+
+    return _traced(run)
+
+
+def churn(quick: bool) -> str:
+    urls = 100_000 if quick else 1_000_000
+    hosts = 20_000 if quick else 100_000
+    rows = []
+    cache_mib, entries, _ = cache_churn(urls)
+    rows.append(
+        [
+            f"cache after {urls:,} distinct URLs (max_entries=10,000, max_bytes=8 MiB, 200-byte bodies)",
+            f"{cache_mib:,.1f}",
+            f"{entries:,} entries held",
+        ]
+    )
+    reg_mib = registry_churn(hosts)
+    rows.append(
+        [
+            f"breaker + limiter registries and metrics after {hosts:,} distinct hosts (max_hosts=1,000)",
+            f"{reg_mib:,.1f}",
+            "bounded by max_hosts",
+        ]
+    )
+    return table(["state", "traced MiB retained", "note"], rows)
+
+
+def run(quick: bool = False) -> str:
+    return "\n".join(
+        [
+            "## 6. Scale",
+            "",
+            "### (a) 10,000 concurrent async requests over 1,000 hosts",
+            "",
+            "One client, a breaker and a limiter per host (neither binding), metrics on; the "
+            "upstream is an async MockTransport handler sleeping 10 ms per request. Throughput is "
+            "requests/s for the whole burst; memory is tracemalloc's peak during the run.",
+            "",
+            concurrent(quick),
+            "",
+            "### (b) Memory under churn",
+            "",
+            churn(quick),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    print(run(quick="--quick" in args))
+
+
+if __name__ == "__main__":
+    main()
