@@ -392,6 +392,10 @@ class Breaker:
             if permit is self._permit and permit.flight:
                 permit.flight.pop()
 
+    def is_current(self, permit: Permit) -> bool:
+        """Whether ``permit`` belongs to the current state (no transition since)."""
+        return permit is self._permit
+
     def adopt(self, remaining: float, now: float) -> bool:
         """Take on an opening published elsewhere: open for ``remaining`` seconds more,
         or half-open when ``remaining`` is 0. Failure counts are kept.

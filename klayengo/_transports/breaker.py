@@ -277,18 +277,20 @@ class _Gate:
         breaker = call.breaker
         if signal is None:
             return False  # closed everywhere (or nothing shared): the local verdict stands
+        now = self._clock.monotonic()
         if signal.generation != breaker.seen_generation:
-            # Opened by another process: adopt it, then decide again locally.
+            # Opened by another process: adopt it (once), then decide again locally.
             breaker.seen_generation = signal.generation
-            breaker.release(call.permit)
-            now = self._clock.monotonic()
             if breaker.adopt(signal.remaining, now):
                 _dispatch(self._context, breaker)
+        if not breaker.is_current(call.permit):
+            # The local state changed since the permit (this adoption or another
+            # caller's): ask again.
+            breaker.release(call.permit)
             result = breaker.allow(now)
             if not isinstance(result, Permit):
                 self._reject(breaker, 0.0 if result is None else result.retry_after, request)
             call.permit = result
-            return result.probe
         if not call.permit.probe:
             return False  # an opening this process already saw through and closed
         if signal.state == OPEN:  # our clock ran ahead of the shared one
