@@ -13,8 +13,8 @@ the interfaces below, and a *backend* hands a client one implementation of each:
 
 :class:`MemoryBackend` (the default) keeps everything in this process;
 ``klayengo.RedisBackend`` keeps it in Redis and falls back to in-memory state
-(:class:`MemoryState`) while Redis fails. A layer only ever sees the interfaces,
-never the backend.
+(:class:`MemoryState`, and a bounded cache store per client) while Redis fails. A
+layer only ever sees the interfaces, never the backend.
 
 In one process the local breaker *is* the shared state, so the memory
 :class:`BreakerSignals` has nothing to add: it reports no signal and grants every
