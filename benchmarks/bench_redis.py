@@ -13,12 +13,17 @@ interleaved so machine noise hits them alike:
   server's clock);
 - limiter hot path: ``reserve`` (the whole GCRA decision in one Lua round trip);
 - a request with both (``get_signal`` + ``reserve``: two round trips);
-- cache: ``get`` of a 1 KiB hit and ``set`` of 1 KiB with a TTL (one command each);
+- cache store: ``get`` of a stored 1 KiB response (one Lua round trip: the value,
+  its remaining TTL and the shared salt; then deserialization) and ``set`` of one
+  (serialization, then one ``SET PX``);
 - the same breaker read through the asyncio client (``aget_signal``, asyncio);
 - whole requests through ``ResilientClient`` (breaker and a rate limit on, retry
   and metrics off, ``httpx.MockTransport`` inner) with the memory backend and with
   Redis: what sharing adds per request (one round trip for the breaker signal,
-  one for the limiter).
+  one for the limiter);
+- cache through ``ResilientClient`` (cache on; retry, breaker and metrics off): a
+  hit of a 1 KiB response (memory: no I/O; Redis: one round trip), and a miss that
+  stores it (distinct URLs: the lookup, the upstream MockTransport, the write).
 
 The ratio column is Redis over the memory backend measured in the same run; the
 overhead column is the difference, i.e. what sharing adds to each request.
@@ -40,8 +45,9 @@ from importlib.metadata import version
 
 import httpx
 
-from klayengo import RateLimitPolicy, RedisBackend, ResilientClient
+from klayengo import CachePolicy, RateLimitPolicy, RedisBackend, ResilientClient
 from klayengo._core.backend import MemoryBackend, Stores
+from klayengo._core.cache import CacheEntry, make_entry
 from klayengo._core.clock import SYSTEM_CLOCK
 from klayengo._core.events import Events
 
@@ -75,9 +81,28 @@ def _redis_server() -> Iterator[str]:
             process.wait()
 
 
+def _entry(key: str) -> CacheEntry:
+    return make_entry(
+        key=key,
+        host="api.example",
+        status=200,
+        headers=httpx.Headers(
+            {"Content-Type": "application/json", "Cache-Control": "max-age=3600"}
+        ),
+        body=_VALUE,
+        extensions={"http_version": b"HTTP/1.1", "reason_phrase": b"OK"},
+        vary=(),
+        request_wall=time.time(),
+        response_wall=time.time(),
+        now=time.monotonic(),
+        policy=CachePolicy(),
+    )
+
+
 def _cases(stores: Stores) -> dict[str, _Case]:
     signals, limits, cache = stores.signals, stores.limits, stores.cache
-    cache.set("hit", _VALUE, 3600)
+    hit, written = _entry("hit"), _entry("written")
+    cache.set("hit", hit)
 
     def get_signal(n: int) -> None:
         for _ in range(n):
@@ -98,7 +123,7 @@ def _cases(stores: Stores) -> dict[str, _Case]:
 
     def cache_set(n: int) -> None:
         for _ in range(n):
-            cache.set("written", _VALUE, 60)
+            cache.set("written", written)
 
     def aget_signal(n: int) -> None:
         async def main() -> None:
@@ -134,6 +159,35 @@ def _client_case(backend: RedisBackend | None) -> tuple[_Case, ResilientClient]:
     return get, client
 
 
+def _client_cache_cases(backend: RedisBackend | None) -> tuple[dict[str, _Case], ResilientClient]:
+    headers = {"Content-Type": "application/json", "Cache-Control": "max-age=3600"}
+    client = ResilientClient(
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, headers=headers, content=_VALUE)
+        ),
+        backend=backend,
+        cache=CachePolicy(),
+        retry=None,
+        breaker=None,
+        metrics=False,
+    )
+    client.get("http://api.example/cached")
+    misses = iter(range(10**9))
+
+    def hit(n: int) -> None:
+        for _ in range(n):
+            client.get("http://api.example/cached")
+
+    def miss(n: int) -> None:
+        for _ in range(n):
+            client.get(f"http://api.example/items/{next(misses)}")
+
+    return {
+        "client: GET, cache hit (1 KiB)": hit,
+        "client: GET, cache miss + store (1 KiB)": miss,
+    }, client
+
+
 def _measure(cases: dict[str, _Case], number: int, repeats: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for case in cases.values():  # warm-up: connections, script cache
@@ -167,11 +221,15 @@ def run(quick: bool = False) -> str:
         redis_get, redis_client = _client_case(backend)
         memory["client: GET, breaker + limiter"] = memory_get
         redis["client: GET, breaker + limiter"] = redis_get
+        memory_cached, memory_cache_client = _client_cache_cases(None)
+        redis_cached, redis_cache_client = _client_cache_cases(backend)
+        memory.update(memory_cached)
+        redis.update(redis_cached)
         cases = {f"memory {k}": v for k, v in memory.items()}
         cases.update({f"redis {k}": v for k, v in redis.items()})
         samples = _measure(cases, number, repeats)
-        memory_client.close()
-        redis_client.close()
+        for client in (memory_client, redis_client, memory_cache_client, redis_cache_client):
+            client.close()
         backend.close()
         server_version = subprocess.run(
             ["redis-server", "--version"], capture_output=True, text=True, check=False
@@ -201,7 +259,10 @@ def run(quick: bool = False) -> str:
         "breaker signal read are single Lua scripts); a request through breaker and "
         "limiter pays two. The async row includes `asyncio.run` once per run. The client "
         "row is a whole `ResilientClient.get` (MockTransport inner): a closed breaker "
-        "reads the shared signal (one round trip) and the limiter reserves (one).",
+        "reads the shared signal (one round trip) and the limiter reserves (one). The "
+        "cache rows are whole `ResilientClient.get` calls too: a Redis hit is one round "
+        "trip plus rebuilding the response from the value; a miss looks up the primary "
+        "key (one round trip) and writes the entry (one).",
         "",
     ]
     return "\n".join(lines)

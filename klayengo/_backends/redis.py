@@ -23,12 +23,23 @@ disabled: a second attempt would double the worst-case wait.
 
 Credentials: the URL's userinfo and query are redacted in every repr, log record
 and exception raised here; redis-py's messages are scrubbed of the password too.
+
+Cache: records are serialized (:func:`~klayengo._core.cachestore.encode_record`)
+under a digest of their key (no URL or query string in Redis's keyspace, ``MONITOR``
+or slow log) with a time to live of ``keep_until - now``; a read returns the value
+and its remaining TTL in one round trip, so every process rebuilds the deadlines on
+its own clock. The salt of the cache's credential and Vary digests must be the same
+in every process: derived from ``cache_secret`` when given (then it is never in
+Redis, and it also keys the key digests), else a random one stored once in Redis
+(``SET NX``) and read back with every lookup, so a flushed salt is put back by the
+first process that reads, with the value every running process already uses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -41,16 +52,20 @@ import sniffio
 
 from .._core.backend import (
     ADMITTED,
+    DEFAULT_CACHE_BOUNDS,
     DEFAULT_LIMIT_MAX_KEYS,
     LOCAL_SIGNALS,
     SIGNAL_RETENTION,
     BreakerSignal,
+    CacheBounds,
     MemoryState,
     Reservation,
     Stores,
+    memory_cache,
 )
+from .._core.cachestore import KEY_SALT_BYTES, MemoryStore, Record, decode_record, encode_record
 from .._core.clock import Clock
-from .._core.events import Events
+from .._core.events import NULL_EVENTS, Events
 
 if TYPE_CHECKING:
     import asyncio
@@ -185,6 +200,19 @@ return 1
 )
 
 
+# KEYS: entry[, salt]. ARGV: the salt this process proposes (with the salt key).
+# -> {value or nil, its PTTL, the salt every process uses or nil}. The SET NX puts
+# back a salt that was flushed or evicted, with the one the caller already uses.
+_CACHE_GET = """
+local salt = false
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[1], 'NX')
+  salt = redis.call('GET', KEYS[2])
+end
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), salt}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Script:
     text: str
@@ -203,6 +231,8 @@ _S_PROBE_ACQUIRE = _Script.of(_PROBE_ACQUIRE, 2)
 _S_RESERVE = _Script.of(_RESERVE, 1)
 _S_PAUSE = _Script.of(_PAUSE, 1)
 _S_CANCEL = _Script.of(_CANCEL, 1)
+_S_CACHE_GET = _Script.of(_CACHE_GET, 1)
+_S_CACHE_GET_SALTED = _Script.of(_CACHE_GET, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,20 +279,7 @@ def _text(reply: Any) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def _parse_bytes(reply: Any) -> bytes | None:
-    if reply is None:
-        return None
-    if not isinstance(reply, bytes):
-        raise TypeError(f"unexpected reply type {type(reply).__name__}")
-    return reply
-
-
 def _ignore(reply: Any) -> None:
-    return None
-
-
-def _discard(counts: object) -> None:
-    """The local fallback's cache counts are not reported (Redis's would not be)."""
     return None
 
 
@@ -374,6 +391,11 @@ class RedisBackend:
         connect_timeout: seconds to establish a connection (default: ``timeout``).
         cooldown: seconds Redis is left alone after a failure.
         max_connections: bound of each connection pool (None: redis-py's default).
+        cache_secret: keys the cache's digests (credentials, Vary, key names) in
+            every process that shares this Redis and prefix, without being stored
+            in Redis. None (default): a random salt is stored in Redis once and
+            shared; anyone who can read the Redis can then read it too (see
+            SECURITY.md).
 
     Raises:
         ImportError: redis-py is not installed.
@@ -389,6 +411,7 @@ class RedisBackend:
         connect_timeout: float | None = None,
         cooldown: float = DEFAULT_COOLDOWN,
         max_connections: int | None = None,
+        cache_secret: str | bytes | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}")
@@ -401,6 +424,12 @@ class RedisBackend:
             raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
+        if cache_secret is not None and not isinstance(cache_secret, str | bytes):
+            raise TypeError(
+                f"cache_secret must be str, bytes or None, got {type(cache_secret).__name__}"
+            )
+        if cache_secret is not None and not cache_secret:
+            raise ValueError("cache_secret must not be empty")
         try:
             import redis
             import redis.asyncio
@@ -427,6 +456,17 @@ class RedisBackend:
         )
         self._health = _Health(self.cooldown)
         self._local = MemoryState()
+        self._cache_salt_key = f"{prefix}cache-salt"
+        if cache_secret is None:
+            # Proposed to Redis by the first lookup; replaced by the stored one.
+            self._cache_salt = os.urandom(KEY_SALT_BYTES)
+            self._cache_names = b""
+            self._salt_shared = True
+        else:
+            secret = cache_secret.encode() if isinstance(cache_secret, str) else cache_secret
+            self._cache_salt = _derive(secret, b"klayengo:salt", KEY_SALT_BYTES)
+            self._cache_names = _derive(secret, b"klayengo:names", 32)
+            self._salt_shared = False
         self._lock = threading.Lock()
         self._sync: Any = None
         # Per running asyncio loop: its client and the generator that closes it.
@@ -528,12 +568,16 @@ class RedisBackend:
         await self.aclose()
 
     # binding ----------------------------------------------------------------------
-    def bind(self, *, clock: Clock, events: Events) -> Stores:
-        """The stores one client uses; ``clock`` serves only the local fallback."""
+    def bind(
+        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+    ) -> Stores:
+        """The stores one client uses: ``clock`` serves the local fallback (and turns
+        cache deadlines into durations), ``cache_bounds`` bounds the cache records
+        this client keeps locally while Redis is unavailable."""
         return Stores(
             signals=_RedisSignals(self, clock, events),
             limits=_RedisLimits(self, clock, events),
-            cache=_RedisCache(self, clock, events),
+            cache=_RedisCache(self, clock, events, cache_bounds),
         )
 
     def key(self, kind: str, key: str) -> str:
@@ -851,35 +895,74 @@ class _RedisLimits(_RedisStore):
         await self._arun(self._pause(key, seconds))
 
 
-class _RedisCache(_RedisStore):
-    """Entries under a digest of the cache key: bounded key names, and no URL (query
-    strings included) readable in Redis's keyspace, ``MONITOR`` or slow log."""
+def _derive(secret: bytes, person: bytes, size: int) -> bytes:
+    return hashlib.blake2b(secret, digest_size=size, person=person).digest()
 
-    __slots__ = ()
+
+class _RedisCache(_RedisStore):
+    """Cache records in Redis, under a digest of the cache key: bounded key names,
+    and no URL (query strings included) readable in Redis's keyspace, ``MONITOR``
+    or slow log. While Redis is unavailable, a bounded local store of this client
+    answers (emptied when an outage begins: it may have missed invalidations)."""
+
+    __slots__ = ("_local", "_local_of")
+
+    def __init__(
+        self, backend: RedisBackend, clock: Clock, events: Events, bounds: CacheBounds
+    ) -> None:
+        super().__init__(backend, clock, events)
+        # Its sizes are not reported: Redis's are not either.
+        self._local = memory_cache(clock, NULL_EVENTS, bounds)
+        self._local_of = backend._local
+
+    @property
+    def key_salt(self) -> bytes:
+        return self._backend._cache_salt
+
+    def _fallback(self) -> MemoryStore:
+        backend_local = self._backend._local
+        if self._local_of is not backend_local:  # Redis came back since: start afresh
+            self._local_of = backend_local
+            self._local.clear()
+        return self._local
 
     def _key(self, key: str) -> str:
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=20)
+        digest = hashlib.blake2b(
+            key.encode("utf-8", "surrogatepass"), digest_size=20, key=self._backend._cache_names
+        )
         return self._backend.key("c", digest.hexdigest())
 
-    def _get(self, key: str) -> _Op[bytes | None]:
-        return _Op(
-            "cache_get",
-            None,
-            ("GET", self._key(key)),
-            _parse_bytes,
-            lambda local, clock: local.cache_get(key, clock.monotonic()),
-        )
+    def _get(self, key: str) -> _Op[Record | None]:
+        backend = self._backend
+        if backend._salt_shared:
+            script = _S_CACHE_GET_SALTED
+            args: tuple[Any, ...] = (self._key(key), backend._cache_salt_key, backend._cache_salt)
+        else:
+            script, args = _S_CACHE_GET, (self._key(key),)
 
-    def _set(self, key: str, value: bytes, ttl: float) -> _Op[None]:
-        ttl_ms = round(ttl * 1000)
-        if ttl_ms <= 0:
+        def parse(reply: Any) -> Record | None:
+            value, remaining, salt = reply
+            if isinstance(salt, bytes) and salt and salt != backend._cache_salt:
+                backend._cache_salt = salt  # the one every process uses
+            if value is None:
+                return None
+            if not isinstance(value, bytes):
+                raise TypeError(f"unexpected reply type {type(value).__name__}")
+            return decode_record(key, value, int(remaining), self._clock.monotonic())
+
+        return _Op("cache_get", script, args, parse, lambda local, clock: self._fallback().get(key))
+
+    def _set(self, key: str, record: Record) -> _Op[None]:
+        encoded = encode_record(record, self._clock.monotonic())
+        if encoded is None:
             return self._delete(key)
+        value, keep_ms = encoded
         return _Op(
             "cache_set",
             None,
-            ("SET", self._key(key), bytes(value), "PX", ttl_ms),
+            ("SET", self._key(key), value, "PX", keep_ms),
             _ignore,
-            lambda local, clock: _discard(local.cache_set(key, value, ttl, clock.monotonic())),
+            lambda local, clock: self._fallback().set(key, record),
         )
 
     def _delete(self, key: str) -> _Op[None]:
@@ -888,23 +971,26 @@ class _RedisCache(_RedisStore):
             None,
             ("DEL", self._key(key)),
             _ignore,
-            lambda local, clock: _discard(local.cache_delete(key)),
+            lambda local, clock: self._fallback().delete(key),
         )
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Record | None:
         return self._run(self._get(key))
 
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._run(self._set(key, value, ttl))
+    def set(self, key: str, record: Record) -> None:
+        self._run(self._set(key, record))
 
     def delete(self, key: str) -> None:
         self._run(self._delete(key))
 
-    async def aget(self, key: str) -> bytes | None:
+    def close(self) -> None:
+        self._local.clear()
+
+    async def aget(self, key: str) -> Record | None:
         return await self._arun(self._get(key))
 
-    async def aset(self, key: str, value: bytes, ttl: float) -> None:
-        await self._arun(self._set(key, value, ttl))
+    async def aset(self, key: str, record: Record) -> None:
+        await self._arun(self._set(key, record))
 
     async def adelete(self, key: str) -> None:
         await self._arun(self._delete(key))

@@ -8,12 +8,13 @@ the interfaces below, and a *backend* hands a client one implementation of each:
   origin in the breaker layer); only the decision "this origin is open until ..."
   and the right to send a half-open probe are shared.
 - :class:`RateLimits`: GCRA reservations per key, so all processes draw on one quota.
-- :class:`CacheStore`: opaque cached entries (bytes) with a time to live.
+- :class:`CacheStore`: the cache's records (stored responses and Vary indexes),
+  each kept until its own ``keep_until``.
 
 :class:`MemoryBackend` (the default) keeps everything in this process;
 ``klayengo.RedisBackend`` keeps it in Redis and falls back to in-memory state
-(:class:`MemoryState`) while Redis fails. A layer only ever sees the interfaces,
-never the backend.
+(:class:`MemoryState`, and a bounded cache store per client) while Redis fails. A
+layer only ever sees the interfaces, never the backend.
 
 In one process the local breaker *is* the shared state, so the memory
 :class:`BreakerSignals` has nothing to add: it reports no signal and grants every
@@ -37,10 +38,12 @@ Every method has a sync form and an async form (``a``-prefixed, as in httpx's
 second. The memory implementation's async forms never suspend.
 
 Binding. A backend object is created by the user (or by the client for the default)
-and may serve several clients. ``backend.bind(clock=..., events=...)`` returns the
-:class:`Stores` one client uses: the clock is that client's, and ``events`` is where
-the backend reports ``backend_error(operation)`` (and, for the memory cache,
-``cache_evicted`` / ``cache_size``).
+and may serve several clients. ``backend.bind(clock=..., events=..., cache_bounds=...)``
+returns the :class:`Stores` one client uses: the clock is that client's, ``events``
+is where the backend reports ``backend_error(operation)`` (and, for the memory
+cache, ``cache_evicted`` / ``cache_size``), and ``cache_bounds`` (the client's
+``CachePolicy.max_entries`` / ``max_bytes``) bounds the cache records kept in this
+process: the memory store, or Redis's local fallback.
 
 How the layers use them (one client; the policy fields are the layer's own):
 
@@ -60,19 +63,21 @@ How the layers use them (one client; the policy fields are the layer's own):
   sleep (outside any lock) until ``ticket.remaining()`` is not positive, then
   ``ticket.finish()``; on cancellation ``ticket.cancel()``. On a 429/503 with
   Retry-After: ``limits.pause(key, min(retry_after, max_pause))``.
-- Cache: serialize an entry to bytes, ``cache.set(key, blob, ttl=freshness +
-  stale window)`` only when it fits ``max_entry_bytes``; ``cache.get(key)`` and
-  deserialize; ``cache.delete(key)`` on invalidation. Coalescing stays in-process.
+- Cache: ``cache.get(key)`` (the primary key, then a Vary/credential secondary
+  key digested with ``cache.key_salt``); ``cache.set(key, record)`` only for a body
+  within ``max_entry_bytes``, kept until ``record.keep_until`` (freshness plus the
+  longest stale window; longer for a revalidatable entry); ``cache.delete(key)`` on
+  invalidation. The memory store keeps the record objects; Redis serializes them
+  (:func:`~klayengo._core.cachestore.encode_record`). Coalescing stays in-process.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
+from .cachestore import MemoryStore, Record
 from .clock import Clock
 from .events import Events
 from .ratelimit import ADMIT_NOW, GCRALimiter, LimiterRegistry, Reject
@@ -80,6 +85,7 @@ from .ratelimit import Reservation as _Waiter
 
 __all__ = [
     "ADMITTED",
+    "DEFAULT_CACHE_BOUNDS",
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_CACHE_MAX_ENTRIES",
     "DEFAULT_LIMIT_MAX_KEYS",
@@ -88,6 +94,7 @@ __all__ = [
     "Backend",
     "BreakerSignal",
     "BreakerSignals",
+    "CacheBounds",
     "CacheStore",
     "MemoryBackend",
     "MemoryState",
@@ -96,6 +103,7 @@ __all__ = [
     "Stores",
     "Ticket",
     "bind_memory",
+    "memory_cache",
 ]
 
 #: A probe lease for callers without a better bound (the request's own timeouts are
@@ -104,7 +112,7 @@ DEFAULT_PROBE_LEASE_TTL = 30.0
 #: How long a breaker signal record outlives the end of its open period when no
 #: process probes it (so an abandoned signal cannot stay half-open forever).
 SIGNAL_RETENTION = 600.0
-#: Bounds of the in-memory cache store (the same defaults as ``CachePolicy``).
+#: Bounds of the in-process cache records (the same defaults as ``CachePolicy``).
 DEFAULT_CACHE_MAX_ENTRIES = 1024
 DEFAULT_CACHE_MAX_BYTES = 64 * 2**20
 #: Limiters the memory store keeps when the caller states no bound.
@@ -278,28 +286,61 @@ class RateLimits(Protocol):
 
 @runtime_checkable
 class CacheStore(Protocol):
-    """Opaque cached entries.
+    """The cache's records: stored responses and Vary indexes, under opaque keys.
 
-    The cache layer serializes its entries, chooses the keys (Vary, credential
-    digest), enforces the per-entry size limit and passes ``ttl`` = freshness +
-    the longest stale window it may serve. The store may drop an entry earlier
-    (bounds, eviction); a ``get`` never returns an entry older than its ``ttl``.
+    The cache layer chooses the keys (method and URL; for Vary and credentials, a
+    digest keyed with :attr:`key_salt`), enforces the per-entry size limit before
+    any ``set``, and states in each record how long it may be kept
+    (``record.keep_until``, monotonic). A store may drop a record earlier (bounds,
+    eviction, a flushed server) and never returns one past its ``keep_until``.
+
+    Implementations: the memory store keeps the record objects, bounded by the
+    client's ``max_entries``/``max_bytes``; Redis serializes them with a time to live
+    of ``keep_until - now`` (bounded by those TTLs and the server's ``maxmemory``
+    policy) and keeps a bounded local store for when Redis is unavailable.
     """
 
-    def get(self, key: str) -> bytes | None:
-        """The stored value, or None."""
+    @property
+    def key_salt(self) -> bytes:
+        """The salt of the key digests: random per client in memory; the same in
+        every process sharing a Redis. Read after a ``get``: a store may learn it
+        from its first one (an unlearned salt only costs misses, never a wrong hit)."""
 
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store ``value`` for ``ttl`` seconds (``ttl <= 0`` deletes)."""
+    def get(self, key: str) -> Record | None:
+        """The record under ``key``, or None."""
+
+    def set(self, key: str, record: Record) -> None:
+        """Store ``record`` until its ``keep_until`` (dropped when already past)."""
 
     def delete(self, key: str) -> None:
         """Forget ``key`` (a no-op when absent)."""
 
-    async def aget(self, key: str) -> bytes | None: ...
+    def close(self) -> None:
+        """The client closed: free what this store holds in this process (records
+        shared with other processes stay)."""
 
-    async def aset(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def aget(self, key: str) -> Record | None: ...
+
+    async def aset(self, key: str, record: Record) -> None: ...
 
     async def adelete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBounds:
+    """How many cache records, and accounted bytes, one client keeps in this process."""
+
+    max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
+    max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {self.max_entries!r}")
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes!r}")
+
+
+DEFAULT_CACHE_BOUNDS: Final = CacheBounds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,8 +356,11 @@ class Stores:
 class Backend(Protocol):
     """What ``ResilientClient(backend=...)`` accepts."""
 
-    def bind(self, *, clock: Clock, events: Events) -> Stores:
-        """The stores for one client, reading its clock and reporting to its events."""
+    def bind(
+        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+    ) -> Stores:
+        """The stores for one client, reading its clock and reporting to its events;
+        ``cache_bounds`` bounds the cache records it keeps in this process."""
 
     def close(self) -> None:
         """Release connections (sync side)."""
@@ -329,29 +373,15 @@ class Backend(Protocol):
 
 
 class MemoryState:
-    """The in-memory limiters and cache, thread-safe; methods take the caller's clock.
+    """The in-memory limiters, thread-safe; methods take the caller's clock.
 
     :class:`MemoryBackend` binds it to a client's clock; ``RedisBackend`` uses one
-    as its local fallback.
+    as its local fallback. (Cache records live in a
+    :class:`~klayengo._core.cachestore.MemoryStore` per client.)
     """
 
-    def __init__(
-        self,
-        *,
-        cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
-        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
-    ) -> None:
-        if cache_max_entries < 1:
-            raise ValueError(f"cache_max_entries must be >= 1, got {cache_max_entries!r}")
-        if cache_max_bytes < 1:
-            raise ValueError(f"cache_max_bytes must be >= 1, got {cache_max_bytes!r}")
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
         self.limiters = LimiterRegistry()
-        # key -> (value, expiry); most recently used last
-        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._cache_bytes = 0
-        self.cache_max_entries = cache_max_entries
-        self.cache_max_bytes = cache_max_bytes
 
     # rate limits ------------------------------------------------------------------
     def _limiter(
@@ -402,46 +432,6 @@ class MemoryState:
                     continue
                 limiter.pause(now, seconds)
                 return
-
-    # cache ------------------------------------------------------------------------
-    def cache_get(self, key: str, now: float) -> bytes | None:
-        with self._lock:
-            found = self._cache.get(key)
-            if found is None:
-                return None
-            if found[1] <= now:
-                self._cache_drop(key)
-                return None
-            self._cache.move_to_end(key)
-            return found[0]
-
-    def cache_set(self, key: str, value: bytes, ttl: float, now: float) -> tuple[int, int, int]:
-        """Store; returns ``(evicted, entries, nbytes)`` for the caller to report."""
-        value = bytes(value)
-        with self._lock:
-            self._cache_drop(key)
-            evicted = 0
-            if ttl > 0 and len(value) <= self.cache_max_bytes:
-                while self._cache and (
-                    len(self._cache) >= self.cache_max_entries
-                    or self._cache_bytes + len(value) > self.cache_max_bytes
-                ):
-                    self._cache_drop(next(iter(self._cache)))
-                    evicted += 1
-                self._cache[key] = (value, now + ttl)
-                self._cache_bytes += len(value)
-            return evicted, len(self._cache), self._cache_bytes
-
-    def cache_delete(self, key: str) -> tuple[int, int]:
-        """Forget ``key``; returns ``(entries, nbytes)``."""
-        with self._lock:
-            self._cache_drop(key)
-            return len(self._cache), self._cache_bytes
-
-    def _cache_drop(self, key: str) -> None:
-        found = self._cache.pop(key, None)
-        if found is not None:
-            self._cache_bytes -= len(found[0])
 
 
 class _MemoryTicket:
@@ -554,42 +544,24 @@ class _MemoryLimits:
         self.pause(key, seconds)
 
 
-class _MemoryCache:
-    __slots__ = ("_clock", "_events", "_state")
-
-    def __init__(self, state: MemoryState, clock: Clock, events: Events) -> None:
-        self._state = state
-        self._clock = clock
-        self._events = events
-
-    def get(self, key: str) -> bytes | None:
-        return self._state.cache_get(key, self._clock.monotonic())
-
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        evicted, entries, nbytes = self._state.cache_set(key, value, ttl, self._clock.monotonic())
-        if evicted:
-            self._events.cache_evicted(evicted)
-        self._events.cache_size(entries, nbytes)
-
-    def delete(self, key: str) -> None:
-        self._events.cache_size(*self._state.cache_delete(key))
-
-    async def aget(self, key: str) -> bytes | None:
-        return self.get(key)
-
-    async def aset(self, key: str, value: bytes, ttl: float) -> None:
-        self.set(key, value, ttl)
-
-    async def adelete(self, key: str) -> None:
-        self.delete(key)
+def memory_cache(clock: Clock, events: Events, bounds: CacheBounds) -> MemoryStore:
+    """One client's in-memory cache store, reporting its size to ``events``."""
+    return MemoryStore(
+        max_entries=bounds.max_entries,
+        max_bytes=bounds.max_bytes,
+        timer=clock.monotonic,
+        events=events,
+    )
 
 
-def bind_memory(state: MemoryState, clock: Clock, events: Events) -> Stores:
-    """The :class:`Stores` over ``state``, reading ``clock``."""
+def bind_memory(
+    state: MemoryState, clock: Clock, events: Events, cache_bounds: CacheBounds
+) -> Stores:
+    """The :class:`Stores` over ``state``, reading ``clock``, with a cache of its own."""
     return Stores(
         signals=LOCAL_SIGNALS,
         limits=_MemoryLimits(state, clock),
-        cache=_MemoryCache(state, clock, events),
+        cache=memory_cache(clock, events, cache_bounds),
     )
 
 
@@ -597,26 +569,18 @@ class MemoryBackend:
     """The default backend: state in this process only.
 
     One instance may be bound by several clients of one process: they then share
-    rate-limit quotas (same key) and cache entries, and must use the same clock.
-    Breakers stay each client's own (in one process there is no signal to share).
-
-    Args:
-        cache_max_entries: bound of the cache store (least recently used go first).
-        cache_max_bytes: bound of the cache store's total value bytes.
+    rate-limit quotas (same key) and must use the same clock. Breakers stay each
+    client's own (in one process there is no signal to share), and so does each
+    client's cache (bounded by its own policy, keyed with its own random salt).
     """
 
-    def __init__(
-        self,
-        *,
-        cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
-        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
-    ) -> None:
-        self.state = MemoryState(
-            cache_max_entries=cache_max_entries, cache_max_bytes=cache_max_bytes
-        )
+    def __init__(self) -> None:
+        self.state = MemoryState()
 
-    def bind(self, *, clock: Clock, events: Events) -> Stores:
-        return bind_memory(self.state, clock, events)
+    def bind(
+        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+    ) -> Stores:
+        return bind_memory(self.state, clock, events, cache_bounds)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -279,19 +279,21 @@ def request_facts(headers: httpx.Headers) -> RequestFacts:
 
 # -- keys ------------------------------------------------------------------------------
 class KeyMaker:
-    """Builds cache keys; digests are keyed with a per-cache random ``salt``.
+    """Builds cache keys; digests are keyed with the store's ``salt``.
 
     The primary key is ``"METHOD URL"`` (fragment dropped). When the request carries
     credentials or the stored response varies, entries live under a secondary key:
     the primary key plus a keyed BLAKE2b digest of the credentials and of the values
-    of the ``Vary``-named request headers. The salt makes digests useless outside
-    this process, so a leaked key (in a future shared backend) reveals no credential.
+    of the ``Vary``-named request headers. The salt is random per client in memory
+    (digests useless outside the process); a shared store gives every process the
+    same one, so they find each other's entries (see SECURITY.md for what that
+    salt protects).
     """
 
-    __slots__ = ("_salt",)
+    __slots__ = ("salt",)
 
     def __init__(self, salt: bytes) -> None:
-        self._salt = salt
+        self.salt = salt
 
     @staticmethod
     def primary(method: str, url: httpx.URL) -> str:
@@ -306,7 +308,7 @@ class KeyMaker:
         vary: tuple[str, ...],
         headers: httpx.Headers,
     ) -> str:
-        digest = hashlib.blake2b(key=self._salt, digest_size=_KEY_DIGEST_SIZE)
+        digest = hashlib.blake2b(key=self.salt, digest_size=_KEY_DIGEST_SIZE)
         for credential in credentials:
             digest.update(credential.encode("utf-8", "surrogateescape"))
             digest.update(b"\x00")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._core.backend import Backend, MemoryBackend, Stores
+from .._core.backend import Backend, CacheBounds, MemoryBackend, Stores
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.events import NULL_EVENTS, Events
 from .._core.hosts import PolicyResolver
@@ -94,7 +94,7 @@ class LayerContext:
         return found if found is not None else self.bind()
 
     def bind(self) -> Stores:
-        """Bind ``backend`` (once) to this context's clock and events.
+        """Bind ``backend`` (once) to this context's clock, events and cache bounds.
 
         The backend reports to a sink that forwards to whatever ``events`` is when
         it reports, so metrics attached later still receive its events.
@@ -102,7 +102,11 @@ class LayerContext:
         with self._lock:
             if self._stores is None:
                 backend = self.backend if self.backend is not None else MemoryBackend()
-                self._stores = backend.bind(clock=self.clock, events=_ContextEvents(self))
+                self._stores = backend.bind(
+                    clock=self.clock,
+                    events=_ContextEvents(self),
+                    cache_bounds=cache_bounds(self.resolver),
+                )
             return self._stores
 
     def shared(self, key: str, factory: Callable[[], T]) -> T:
@@ -130,6 +134,21 @@ class LayerContext:
             closers, self._closers = self._closers, []
         for closer in closers:
             closer()
+
+
+def cache_bounds(resolver: PolicyResolver) -> CacheBounds:
+    """What bounds a client's one cache store: its own ``CachePolicy``, else the
+    largest bounds among its ``hosts=`` overrides, else the defaults."""
+    if resolver.default.cache is not None:
+        policy = resolver.default.cache
+        return CacheBounds(max_entries=policy.max_entries, max_bytes=policy.max_bytes)
+    found = [hp.cache for hp in resolver.patterns.values() if isinstance(hp.cache, CachePolicy)]
+    if not found:
+        return CacheBounds()
+    return CacheBounds(
+        max_entries=max(p.max_entries for p in found),
+        max_bytes=max(p.max_bytes for p in found),
+    )
 
 
 class _ContextEvents(Events):

@@ -2,8 +2,10 @@
 
 Outermost in the stack, so a hit costs no rate-limit token, no breaker slot and no
 attempt, and a failure of everything below can be answered from a stale entry
-(``stale-if-error``). The rules are in :mod:`klayengo._core.cache`; the storage in
-:mod:`klayengo._core.cachestore`; this module only moves responses:
+(``stale-if-error``). The rules are in :mod:`klayengo._core.cache`; the records
+live in the client's backend (``context.stores.cache``: in memory by default,
+Redis when configured; this layer never knows which); this module only moves
+responses:
 
 - a hit is built from the stored record without re-parsing anything: the stored
   ``httpx.Headers`` is copied, the stored ``httpx.ByteStream`` shared;
@@ -17,6 +19,8 @@ attempt, and a failure of everything below can be answered from a stale entry
   its own request, or gets (a copy of) the leader's transport error.
 
 Sync waiters use ``threading.Event``; async waiters ``anyio.Event`` (asyncio and trio).
+The sync twin calls the store's sync methods, the async twin its ``a``-prefixed
+ones (which never suspend for the memory store).
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
-import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
 import httpx
 
+from .._core.backend import CacheStore
 from .._core.cache import (
     ERROR_STATUSES,
     PLAIN_REQUEST,
@@ -53,7 +57,7 @@ from .._core.cache import (
     vary_names,
     why_not_storable,
 )
-from .._core.cachestore import CacheStore, MemoryStore
+from .._core.cachestore import Record
 from .._core.events import NULL_EVENTS
 from .._core.hosts import host_key, origin
 from .._core.options import EXTENSION_KEY, request_options
@@ -69,8 +73,6 @@ _log = logging.getLogger("klayengo")
 #: How long a coalesced waiter waits for its leader when the request has no
 #: complete timeout to go by; past it the waiter sends its own request.
 COALESCE_WAIT_FALLBACK: Final = 60.0
-#: The per-client salt of the credential digests, in bytes.
-_SALT_BYTES: Final = 16
 _STORE_KEY: Final = "cache.store"
 _NO_TIME: Final = datetime.timedelta(0)
 #: httpx keeps a read body in ``Response._content`` (0.27, 0.28); a hit with an
@@ -93,21 +95,23 @@ class _Flight:
 
 
 class CacheState:
-    """What every stack of one client shares: the store, the key salt, the flights."""
+    """What every stack of one client shares: the store, the key maker, the flights."""
 
-    def __init__(self, context: LayerContext, store: CacheStore | None = None) -> None:
-        if store is None:
-            bounds = _bounds_policy(context)
-            store = MemoryStore(
-                max_entries=bounds.max_entries,
-                max_bytes=bounds.max_bytes,
-                timer=context.clock.monotonic,
-                events=context.events,
-            )
-        self.store: CacheStore = store
-        self.keys = KeyMaker(os.urandom(_SALT_BYTES))
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self._keys = KeyMaker(self.store.key_salt)
         self.flights: dict[str, _Flight] = {}
         self.lock = threading.Lock()
+
+    @property
+    def keys(self) -> KeyMaker:
+        """Digests keyed with the store's current salt (a shared store may learn
+        the salt every process uses from its first lookup)."""
+        keys = self._keys
+        salt = self.store.key_salt
+        if keys.salt is not salt:
+            keys = self._keys = KeyMaker(salt)
+        return keys
 
     def join(self, key: str, make_event: Callable[[], Any]) -> tuple[_Flight, bool]:
         """The flight for ``key`` and whether the caller leads it."""
@@ -143,22 +147,6 @@ class CacheState:
         flight.event.set()
 
 
-def _bounds_policy(context: LayerContext) -> CachePolicy:
-    """The policy whose ``max_entries``/``max_bytes`` bound the client's one store:
-    the client's own, else the largest bounds among its ``hosts=`` overrides."""
-    resolver = context.resolver
-    if resolver.default.cache is not None:
-        return resolver.default.cache
-    found = [hp.cache for hp in resolver.patterns.values() if isinstance(hp.cache, CachePolicy)]
-    if not found:
-        return CachePolicy()
-    return CachePolicy(
-        max_entries=max(p.max_entries for p in found),
-        max_bytes=max(p.max_bytes for p in found),
-        max_entry_bytes=1,
-    )
-
-
 # -- one request's plan ----------------------------------------------------------------
 @dataclass(slots=True, eq=False)
 class _Plan:
@@ -169,6 +157,7 @@ class _Plan:
     key: str  # where this request's entry lives (primary or a secondary key)
     indexed: bool  # the primary key holds a VaryIndex
     entry: CacheEntry | None  # the stored entry found (possibly stale)
+    lookup: bool = False  # the entry is under the secondary key, still to be read
     flight: _Flight | None = None
     conditional: bool = False
     request_wall: float = 0.0
@@ -220,17 +209,18 @@ class _CacheLogic:
 
     def _init_state(self, context: LayerContext) -> None:
         created: list[CacheState] = []
+        store = context.stores.cache  # bound outside `shared`, which holds the lock
 
         def create() -> CacheState:
-            created.append(CacheState(context))
+            created.append(CacheState(store))
             return created[0]
 
         self._state = context.shared(_STORE_KEY, create)
-        store = self._state.store
-        if created and isinstance(store, MemoryStore):
-            # Closing the client frees the memory (and zeroes the size gauges).
-            # Registered here: `shared` holds the context's lock while creating.
-            context.on_close(store.clear)
+        if created:
+            # Closing the client frees the records this process holds (and zeroes
+            # the size gauges). Registered here: `shared` holds the context's lock
+            # while creating.
+            context.on_close(self._state.store.close)
 
     # -- before going upstream -------------------------------------------------------
     def _policy(self, request: httpx.Request) -> tuple[CachePolicy | None, bool]:
@@ -244,15 +234,11 @@ class _CacheLogic:
                 return option, False
         return policy, False
 
-    def _begin(self, request: httpx.Request, policy: CachePolicy) -> httpx.Response | _Plan:
-        """A response from the cache alone (hit, or 504 only-if-cached), or the plan
-        for going upstream. The common hit (a plain request, a fresh entry under the
-        primary key) is decided with one store lookup and no allocation but the
-        response."""
-        facts = request_facts(request.headers)
-        primary = KeyMaker.primary(request.method, request.url)
-        found = self._state.store.get(primary)
-        now = self._context.clock.monotonic()
+    def _hit(
+        self, request: httpx.Request, facts: RequestFacts, found: Record | None, now: float
+    ) -> httpx.Response | None:
+        """The common hit: a plain request, a fresh entry under the primary key,
+        decided with no allocation but the response."""
         if (
             facts is PLAIN_REQUEST
             and isinstance(found, CacheEntry)
@@ -260,10 +246,7 @@ class _CacheLogic:
             and not found.no_cache
         ):
             return self._serve(found, request, "hit")
-        plan = self._plan(request, policy, facts, primary, found)
-        response = self._fresh_response(plan, now)
-        plan.now = now
-        return plan if response is None else response
+        return None
 
     def _plan(
         self,
@@ -271,28 +254,40 @@ class _CacheLogic:
         policy: CachePolicy,
         facts: RequestFacts,
         primary: str,
-        found: CacheEntry | VaryIndex | None,
+        found: Record | None,
     ) -> _Plan:
-        keys = self._state.keys
+        """Where the request's entry lives; ``plan.lookup`` when it must still be
+        read from the secondary key (see :meth:`_planned`)."""
         entry: CacheEntry | None = None
-        indexed = isinstance(found, VaryIndex)
+        lookup = False
         if isinstance(found, VaryIndex):
-            key = keys.secondary(primary, facts.credentials, found.vary, request.headers)
-            candidate = self._state.store.get(key)
-            if isinstance(candidate, CacheEntry):
-                entry = candidate
+            key = self._state.keys.secondary(
+                primary, facts.credentials, found.vary, request.headers
+            )
+            lookup = not facts.pass_through
         elif facts.credentials:
             # An entry stored for a request without credentials is not served to one
             # with credentials: the origin may answer them differently.
-            key = keys.secondary(primary, facts.credentials, (), request.headers)
+            key = self._state.keys.secondary(primary, facts.credentials, (), request.headers)
         else:
             key = primary
             entry = found
         if facts.pass_through:
             entry = None  # a conditional or partial request is the origin's to answer
-        plan = _Plan(request, policy, facts, primary, key, indexed, entry)
-        plan.host = entry.host if entry is not None else host_key(request.url)
-        return plan
+        return _Plan(
+            request, policy, facts, primary, key, isinstance(found, VaryIndex), entry, lookup
+        )
+
+    def _planned(self, plan: _Plan, candidate: Record | None, now: float) -> httpx.Response | _Plan:
+        """With the secondary record read (when there was one to read): a response
+        from the cache alone, or the plan for going upstream."""
+        if plan.lookup and isinstance(candidate, CacheEntry):
+            plan.entry = candidate
+        entry = plan.entry
+        plan.host = entry.host if entry is not None else host_key(plan.request.url)
+        response = self._fresh_response(plan, now)
+        plan.now = now
+        return plan if response is None else response
 
     def _fresh_response(self, plan: _Plan, now: float) -> httpx.Response | None:
         """A response answered from the cache alone (a hit, or 504 only-if-cached)."""
@@ -371,10 +366,10 @@ class _CacheLogic:
             return self._serve(entry, plan.request, "stale")
         return None
 
-    def _revalidated(self, plan: _Plan, not_modified: httpx.Response) -> httpx.Response:
+    def _freshened(self, plan: _Plan, not_modified: httpx.Response) -> CacheEntry:
         assert plan.entry is not None
         clock = self._context.clock
-        entry = freshen(
+        return freshen(
             plan.entry,
             not_modified.headers,
             request_wall=plan.request_wall,
@@ -382,7 +377,11 @@ class _CacheLogic:
             now=clock.monotonic(),
             policy=plan.policy,
         )
-        self._store(plan, entry)
+
+    def _revalidated(
+        self, plan: _Plan, entry: CacheEntry, not_modified: httpx.Response
+    ) -> httpx.Response:
+        """The response for a freshened (and stored) entry."""
         self._state.finish(plan.key, plan.flight, entry)
         attempts = report(not_modified)["attempts"]  # the revalidation went upstream
         return self._serve(entry, plan.request, "revalidated", attempts)
@@ -435,28 +434,26 @@ class _CacheLogic:
             policy=plan.policy,
         )
 
-    def _store(self, plan: _Plan, entry: CacheEntry) -> bool:
-        """Store ``entry`` (and its Vary index); False when it has nothing to serve."""
-        store = self._state.store
-        if entry.keep_until <= self._context.clock.monotonic():
-            return False  # neither fresh nor usable stale, nor worth revalidating
-        store.set(entry.key, entry)
-        if entry.key != plan.primary:
-            keep_until = entry.keep_until
-            old = store.get(plan.primary)
-            if isinstance(old, VaryIndex) and old.vary == entry.vary:
-                keep_until = max(keep_until, old.keep_until)
-            store.set(plan.primary, VaryIndex(entry.vary, keep_until))
-        return True
+    def _worth_storing(self, entry: CacheEntry) -> bool:
+        # Neither fresh nor usable stale, nor worth revalidating: nothing to store.
+        return entry.keep_until > self._context.clock.monotonic()
+
+    @staticmethod
+    def _vary_index(entry: CacheEntry, old: Record | None) -> VaryIndex:
+        """The index to store under the primary key of a secondary ``entry``."""
+        keep_until = entry.keep_until
+        if isinstance(old, VaryIndex) and old.vary == entry.vary:
+            keep_until = max(keep_until, old.keep_until)
+        return VaryIndex(entry.vary, keep_until)
 
     def _prepare_store(
         self, plan: _Plan, response: httpx.Response
-    ) -> Callable[[bytes | None], None] | None:
-        """Decide on storing a miss; returns the callback that stores the read body.
+    ) -> Callable[[bytes], CacheEntry] | None:
+        """Decide on storing a miss; returns what builds the entry from the read body.
 
-        Returns None (and releases the waiters) when the response is not stored. The
-        callback gets the whole body, or None when the body was not kept (too large,
-        not fully read, failed).
+        Returns None (and releases the waiters) when the response is not stored.
+        The twins' ``_complete`` gets the whole body, or None when it was not kept
+        (too large, not fully read, failed), stores it and releases the waiters.
         """
         key, reason = self._storable(plan, response)
         if key is None:
@@ -467,40 +464,29 @@ class _CacheLogic:
         response_wall, now = clock.wall(), clock.monotonic()
         self._report(response, plan, "miss")
 
-        def complete(body: bytes | None) -> None:
-            entry = None
-            if body is not None:
-                entry = self._entry_for(plan, response, key, body, response_wall, now)
-                if not self._store(plan, entry):
-                    entry = None  # not stored: the waiters ask for themselves
-            self._state.finish(plan.key, plan.flight, entry)
+        def build(body: bytes) -> CacheEntry:
+            return self._entry_for(plan, response, key, body, response_wall, now)
 
-        return complete
+        return build
 
-    def _passed(
-        self,
-        request: httpx.Request,
-        response: httpx.Response,
-        policy: CachePolicy | None,
-        bypass: bool,
-    ) -> httpx.Response:
-        """A response the cache let through: invalidate, report a bypass."""
-        self._invalidate(request, response, policy)
+    def _passed(self, request: httpx.Request, response: httpx.Response, bypass: bool) -> None:
+        """A response the cache let through (after the twin invalidated): report a bypass."""
         if bypass:
             report(response)["cache"] = "bypass"
             host = host_key(request.url)
             self._context.events.cache_result(host, "bypass")
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("cache bypass for %s", host, extra={"host": host})
-        return response
 
-    def _invalidate(
-        self, request: httpx.Request, response: httpx.Response, policy: CachePolicy | None
-    ) -> None:
-        """RFC 9111 §4.4: forget the stored responses of the target URI, and of a
-        same-origin ``Location``/``Content-Location``."""
+    @staticmethod
+    def _invalidated(
+        request: httpx.Request, response: httpx.Response, policy: CachePolicy | None
+    ) -> list[str]:
+        """RFC 9111 §4.4: the keys of the stored responses to forget: the target URI,
+        and a same-origin ``Location``/``Content-Location`` (deleting the primary
+        key also orphans the secondary entries: they are found through it)."""
         if not invalidates(request.method, response.status_code):
-            return
+            return []
         targets = [request.url]
         for name in ("location", "content-location"):
             value = response.headers.get(name)
@@ -512,12 +498,9 @@ class _CacheLogic:
                 if origin(url) == origin(request.url):
                     targets.append(url)
         methods = policy.methods if policy is not None else ("GET", "HEAD")
-        store = self._state.store
-        for url in targets:
-            for method in methods:
-                store.delete(KeyMaker.primary(method, url))
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("cache invalidated by %s for %s", request.method, host_key(request.url))
+        return [KeyMaker.primary(method, url) for url in targets for method in methods]
 
     def _waiter_result(self, plan: _Plan, flight: _Flight) -> httpx.Response | None:
         """What a released waiter gets: its own response, or None to go alone.
@@ -547,45 +530,56 @@ class _CacheLogic:
 
 # -- streams that keep a copy of a body for the cache --------------------------------
 class _Collector:
-    __slots__ = ("chunks", "complete", "done", "limit", "size")
+    """Keeps up to ``limit`` bytes of a body aside; the tee that owns it completes
+    the store once (:meth:`take`), with the body or with None."""
 
-    def __init__(self, limit: int, complete: Callable[[bytes | None], None]) -> None:
+    __slots__ = ("chunks", "done", "limit", "size", "taken")
+
+    def __init__(self, limit: int) -> None:
         self.chunks: list[bytes] | None = []
         self.size = 0
         self.limit = limit
-        self.complete: Callable[[bytes | None], None] | None = complete
         self.done = False
+        self.taken = False
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; True when the body just turned out too large (then
+        what was kept is dropped and the rest streams on: complete at once)."""
         chunks = self.chunks
         if chunks is None:
-            return
+            return False
         self.size += len(chunk)
         if self.size > self.limit:
-            # Too large after all: drop what was kept and let the rest stream on.
             self.chunks = None
-            self.close()
-        else:
-            chunks.append(chunk)
+            return not self.taken
+        chunks.append(chunk)
+        return False
 
-    def close(self) -> None:
-        complete, self.complete = self.complete, None
-        if complete is not None:
-            chunks = self.chunks
-            self.chunks = None
-            complete(b"".join(chunks) if self.done and chunks is not None else None)
+    def take(self) -> tuple[bool, bytes | None]:
+        """``(first, body)``: ``first`` once only; ``body`` when it was read whole."""
+        if self.taken:
+            return False, None
+        self.taken = True
+        chunks, self.chunks = self.chunks, None
+        return True, (b"".join(chunks) if self.done and chunks is not None else None)
 
 
 class _SyncTee(httpx.SyncByteStream):
-    """Passes a body through, handing a copy of it to a :class:`_Collector`.
+    """Passes a body through, keeping a copy of it in a :class:`_Collector`.
 
     An explicit iterator rather than a generator: closing it also closes the
     iterator of the stream below, so a body abandoned half-way is released at once.
     """
 
-    def __init__(self, stream: httpx.SyncByteStream, collector: _Collector) -> None:
+    def __init__(
+        self,
+        stream: httpx.SyncByteStream,
+        collector: _Collector,
+        complete: Callable[[bytes | None], None],
+    ) -> None:
         self._stream = stream
         self._collector = collector
+        self._complete = complete
         self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -599,8 +593,14 @@ class _SyncTee(httpx.SyncByteStream):
         except StopIteration:
             self._collector.done = True
             raise
-        self._collector.add(chunk)
+        if self._collector.add(chunk):
+            self._finish()
         return chunk
+
+    def _finish(self) -> None:
+        first, body = self._collector.take()
+        if first:
+            self._complete(body)
 
     def close(self) -> None:
         try:
@@ -609,15 +609,21 @@ class _SyncTee(httpx.SyncByteStream):
                 close()
             self._stream.close()
         finally:
-            self._collector.close()
+            self._finish()
 
 
 class _AsyncTee(httpx.AsyncByteStream):
-    """The async twin of :class:`_SyncTee`."""
+    """The async twin of :class:`_SyncTee` (its completion awaits the store)."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, collector: _Collector) -> None:
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        collector: _Collector,
+        complete: Callable[[bytes | None], Awaitable[None]],
+    ) -> None:
         self._stream = stream
         self._collector = collector
+        self._complete = complete
         self._iterator: AsyncIterator[bytes] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -631,8 +637,14 @@ class _AsyncTee(httpx.AsyncByteStream):
         except StopAsyncIteration:
             self._collector.done = True
             raise
-        self._collector.add(chunk)
+        if self._collector.add(chunk):
+            await self._finish()
         return chunk
+
+    async def _finish(self) -> None:
+        first, body = self._collector.take()
+        if first:
+            await self._complete(body)
 
     async def aclose(self) -> None:
         try:
@@ -641,7 +653,7 @@ class _AsyncTee(httpx.AsyncByteStream):
                 await aclose()
             await self._stream.aclose()
         finally:
-            self._collector.close()
+            await self._finish()
 
 
 def _preloaded_body(response: httpx.Response) -> bytes | None:
@@ -684,7 +696,11 @@ class CacheTransport(_CacheLogic, SyncLayer):
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
             response = self._next.handle_request(request)
-            return self._passed(request, response, policy, bypass)
+            store = self._state.store
+            for key in self._invalidated(request, response, policy):
+                store.delete(key)
+            self._passed(request, response, bypass)
+            return response
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
@@ -694,6 +710,43 @@ class CacheTransport(_CacheLogic, SyncLayer):
                 return self._wait(plan, flight)
             plan.flight = flight
         return self._forward(plan)
+
+    def _begin(self, request: httpx.Request, policy: CachePolicy) -> httpx.Response | _Plan:
+        """A response from the cache alone (hit, or 504 only-if-cached), or the plan
+        for going upstream; the common hit costs one store lookup."""
+        facts = request_facts(request.headers)
+        primary = KeyMaker.primary(request.method, request.url)
+        store = self._state.store
+        found = store.get(primary)
+        now = self._context.clock.monotonic()
+        hit = self._hit(request, facts, found, now)
+        if hit is not None:
+            return hit
+        plan = self._plan(request, policy, facts, primary, found)
+        return self._planned(plan, store.get(plan.key) if plan.lookup else None, now)
+
+    def _store(self, plan: _Plan, entry: CacheEntry) -> bool:
+        """Store ``entry`` (and its Vary index); False when it has nothing to serve."""
+        if not self._worth_storing(entry):
+            return False
+        store = self._state.store
+        store.set(entry.key, entry)
+        if entry.key != plan.primary:
+            store.set(plan.primary, self._vary_index(entry, store.get(plan.primary)))
+        return True
+
+    def _complete(
+        self, plan: _Plan, build: Callable[[bytes], CacheEntry], body: bytes | None
+    ) -> None:
+        """Store a read body's entry, then release the waiters (with it when stored)."""
+        stored = None
+        try:
+            if body is not None:
+                entry = build(body)
+                if self._store(plan, entry):
+                    stored = entry  # not stored: the waiters ask for themselves
+        finally:
+            self._state.finish(plan.key, plan.flight, stored)
 
     def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
@@ -728,18 +781,24 @@ class CacheTransport(_CacheLogic, SyncLayer):
                 response.read()  # no body: reading it keeps the connection reusable
                 response.close()
                 if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
-                    return self._revalidated(plan, response)
+                    entry = self._freshened(plan, response)
+                    self._store(plan, entry)
+                    return self._revalidated(plan, entry, response)
                 # A 304 for another representation: ask again, unconditionally.
                 plan.entry, plan.conditional = None, False
                 return self._forward(plan)
-            complete = self._prepare_store(plan, response)
-            if complete is not None:
+            build = self._prepare_store(plan, response)
+            if build is not None:
                 body = _preloaded_body(response)
+                limit = plan.policy.max_entry_bytes
                 if body is not None:
-                    complete(body if len(body) <= plan.policy.max_entry_bytes else None)
+                    self._complete(plan, build, body if len(body) <= limit else None)
                 else:
-                    collector = _Collector(plan.policy.max_entry_bytes, complete)
-                    response.stream = _SyncTee(response.stream, collector)  # type: ignore[arg-type]
+                    response.stream = _SyncTee(
+                        response.stream,  # type: ignore[arg-type]
+                        _Collector(limit),
+                        lambda body: self._complete(plan, build, body),
+                    )
             return response
         except BaseException:
             self._state.finish(plan.key, plan.flight)
@@ -767,8 +826,12 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
         policy, bypass = self._policy(request)
         if policy is None or bypass or request.method not in policy.methods:
             response = await self._next.handle_async_request(request)
-            return self._passed(request, response, policy, bypass)
-        plan = self._begin(request, policy)
+            store = self._state.store
+            for key in self._invalidated(request, response, policy):
+                await store.adelete(key)
+            self._passed(request, response, bypass)
+            return response
+        plan = await self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
         if policy.coalesce and not plan.facts.pass_through:
@@ -777,6 +840,41 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
                 return await self._wait(plan, flight)
             plan.flight = flight
         return await self._forward(plan)
+
+    async def _begin(self, request: httpx.Request, policy: CachePolicy) -> httpx.Response | _Plan:
+        facts = request_facts(request.headers)
+        primary = KeyMaker.primary(request.method, request.url)
+        store = self._state.store
+        found = await store.aget(primary)
+        now = self._context.clock.monotonic()
+        hit = self._hit(request, facts, found, now)
+        if hit is not None:
+            return hit
+        plan = self._plan(request, policy, facts, primary, found)
+        return self._planned(plan, await store.aget(plan.key) if plan.lookup else None, now)
+
+    async def _store(self, plan: _Plan, entry: CacheEntry) -> bool:
+        if not self._worth_storing(entry):
+            return False
+        store = self._state.store
+        await store.aset(entry.key, entry)
+        if entry.key != plan.primary:
+            index = self._vary_index(entry, await store.aget(plan.primary))
+            await store.aset(plan.primary, index)
+        return True
+
+    async def _complete(
+        self, plan: _Plan, build: Callable[[bytes], CacheEntry], body: bytes | None
+    ) -> None:
+        stored = None
+        try:
+            if body is not None:
+                entry = build(body)
+                if await self._store(plan, entry):
+                    stored = entry
+        finally:
+            # Also when cancelled while storing: the waiters then ask for themselves.
+            self._state.finish(plan.key, plan.flight, stored)
 
     async def _wait(self, plan: _Plan, flight: _Flight) -> httpx.Response:
         entry = plan.entry
@@ -812,17 +910,27 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
                 await response.aread()
                 await response.aclose()
                 if validator_matches(plan.entry, response.headers):  # type: ignore[arg-type]
-                    return self._revalidated(plan, response)
+                    entry = self._freshened(plan, response)
+                    await self._store(plan, entry)
+                    return self._revalidated(plan, entry, response)
                 plan.entry, plan.conditional = None, False
                 return await self._forward(plan)
-            complete = self._prepare_store(plan, response)
-            if complete is not None:
+            build = self._prepare_store(plan, response)
+            if build is not None:
                 body = _preloaded_body(response)
+                limit = plan.policy.max_entry_bytes
                 if body is not None:
-                    complete(body if len(body) <= plan.policy.max_entry_bytes else None)
+                    await self._complete(plan, build, body if len(body) <= limit else None)
                 else:
-                    collector = _Collector(plan.policy.max_entry_bytes, complete)
-                    response.stream = _AsyncTee(response.stream, collector)  # type: ignore[arg-type]
+
+                    async def complete(body: bytes | None) -> None:
+                        await self._complete(plan, build, body)
+
+                    response.stream = _AsyncTee(
+                        response.stream,  # type: ignore[arg-type]
+                        _Collector(limit),
+                        complete,
+                    )
             return response
         except BaseException:
             self._state.finish(plan.key, plan.flight)

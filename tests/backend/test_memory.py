@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from klayengo._core.backend import (
     Backend,
     BreakerSignals,
+    CacheBounds,
     CacheStore,
     MemoryBackend,
     RateLimits,
@@ -18,7 +19,7 @@ from klayengo._core.backend import (
 )
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
-from tests.backend.contract import check_cache_store
+from tests.backend.contract import check_cache_store, entry
 
 
 class Recorder(Events):
@@ -195,36 +196,32 @@ def max_excess(starts: list[float], rate: float, burst: int) -> float:
 def test_cache_get_set_ttl_delete(clock: FakeClock) -> None:
     events = Recorder()
     cache = MemoryBackend().bind(clock=clock, events=events).cache
-    check_cache_store(cache, clock.advance)
-    cache.set("a", b"x", 10.0)
+    check_cache_store(cache, clock, clock.advance)
+    cache.set("a", entry(clock, "a", 10.0))
     clock.advance(9.999)
-    assert cache.get("a") == b"x"
+    assert cache.get("a") is not None
     clock.advance(0.001)
-    assert cache.get("a") is None  # expired exactly at its ttl
-    cache.set("b", b"yz", 1.0)
-    assert events.sizes[-1] == (1, 2)
+    assert cache.get("a") is None  # expired exactly at its keep_until
+    cache.set("b", entry(clock, "b", 1.0))
+    assert events.sizes[-1][0] == 1
 
 
-def test_cache_bounds_evict_least_recently_used(clock: FakeClock) -> None:
+def test_each_client_gets_its_own_bounded_cache_with_its_own_salt(clock: FakeClock) -> None:
     events = Recorder()
-    backend = MemoryBackend(cache_max_entries=3, cache_max_bytes=10)
-    cache = backend.bind(clock=clock, events=events).cache
+    backend = MemoryBackend()
+    one = backend.bind(clock=clock, events=events, cache_bounds=CacheBounds(max_entries=2))
+    other = backend.bind(clock=clock, events=Recorder()).cache
+    cache = one.cache
     for key in "abc":
-        cache.set(key, b"12", 60)
-    assert cache.get("a") == b"12"  # a is now the most recently used
-    cache.set("d", b"12", 60)  # entry bound: b goes
-    assert cache.get("b") is None
+        cache.set(key, entry(clock, key, 60))
+    assert cache.get("a") is None  # the entry bound: a went first
     assert events.evicted == [1]
-    cache.set("e", b"12345", 60)  # byte bound: c goes (5 + 2 + 2 + 2 > 10)
-    assert events.evicted == [1, 1]
-    assert events.sizes[-1] == (3, 9)
-    assert [cache.get(k) for k in "acde"] == [b"12", None, b"12", b"12345"]
-    cache.set("huge", b"x" * 11, 60)  # larger than the whole store: not stored
-    assert cache.get("huge") is None
-    with pytest.raises(ValueError, match="cache_max_entries"):
-        MemoryBackend(cache_max_entries=0)
-    with pytest.raises(ValueError, match="cache_max_bytes"):
-        MemoryBackend(cache_max_bytes=0)
+    assert other.get("b") is None  # not shared with another client
+    assert cache.key_salt != other.key_salt
+    with pytest.raises(ValueError, match="max_entries"):
+        CacheBounds(max_entries=0)
+    with pytest.raises(ValueError, match="max_bytes"):
+        CacheBounds(max_bytes=0)
 
 
 @pytest.mark.anyio
@@ -248,8 +245,8 @@ async def test_async_forms_match_the_sync_ones(clock: FakeClock) -> None:
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == 0.0
     await stores.limits.apause("k", 3.0)
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == pytest.approx(3.0)
-    await stores.cache.aset("c", b"v", 1.0)
-    assert await stores.cache.aget("c") == b"v"
+    await stores.cache.aset("c", entry(clock, "c", 1.0))
+    assert await stores.cache.aget("c") is not None
     await stores.cache.adelete("c")
     assert await stores.cache.aget("c") is None
     await MemoryBackend().aclose()

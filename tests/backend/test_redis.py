@@ -23,10 +23,11 @@ from klayengo._core.backend import (
     RateLimits,
     Stores,
 )
+from klayengo._core.cache import CacheEntry
 from klayengo._core.clock import SYSTEM_CLOCK
 from tests.backend import workers
 from tests.backend.conftest import RedisServer, free_port
-from tests.backend.contract import check_cache_store
+from tests.backend.contract import check_cache_store, entry
 from tests.backend.workers import CountingEvents
 
 pytestmark = pytest.mark.redis
@@ -234,18 +235,24 @@ def test_the_bound_check_can_fail() -> None:
 
 
 def test_cache_round_trip_with_ttl(stores: Stores, events: CountingEvents) -> None:
-    check_cache_store(stores.cache, time.sleep)
+    check_cache_store(stores.cache, SYSTEM_CLOCK, time.sleep)
     assert not events.errors
 
 
-def test_cache_keys_in_redis_are_digests(
+def test_cache_keys_and_values_in_redis_hold_no_url(
     stores: Stores, shared_redis: RedisServer, prefix: str
 ) -> None:
-    stores.cache.set("GET https://api.example/items?token=hunter2", b"v", 60)
-    assert stores.cache.get("GET https://api.example/items?token=hunter2") == b"v"
+    key = "GET https://api.example/items?token=hunter2"
+    stores.cache.set(key, entry(SYSTEM_CLOCK, key, 60))
+    found = stores.cache.get(key)
+    assert found is not None and found.key == key
     keys = shared_redis.command("KEYS", f"{prefix}*")
     assert prefix.encode() + b"c:{" in keys
     assert b"hunter2" not in keys and b"api.example" not in keys
+    name = next(k for k in keys.split(b"\r\n") if b"c:{" in k).decode()
+    value = shared_redis.command("GET", name)
+    assert value.startswith(b"$") and b"klc1" in value
+    assert b"hunter2" not in value and b"api.example/items" not in value
 
 
 # -- async twins ----------------------------------------------------------------------
@@ -272,8 +279,9 @@ async def test_async_operations(redis_url: str, prefix: str) -> None:
         assert not refused.admitted and 0.9 < refused.wait <= 1.0
         await limits.apause("k", 5.0)
         assert (await limits.areserve("k", 1.0, 1, None)).wait > 4.9
-        await cache.aset("c", b"\x00\xff", 10)
-        assert await cache.aget("c") == b"\x00\xff"
+        await cache.aset("c", entry(SYSTEM_CLOCK, "c", 10, b"\x00\xff"))
+        found = await cache.aget("c")
+        assert isinstance(found, CacheEntry) and found.body == b"\x00\xff"
         await cache.adelete("c")
         assert await cache.aget("c") is None
     assert not events.errors
@@ -308,7 +316,7 @@ def test_flushed_redis_keeps_working(
 ) -> None:
     stores.signals.publish_open("h", 60.0)
     stores.limits.reserve("k", 1.0, 1, None)
-    stores.cache.set("c", b"v", 60)
+    stores.cache.set("c", entry(SYSTEM_CLOCK, "c", 60))
     shared_redis.command("SCRIPT", "FLUSH")
     shared_redis.command("FLUSHALL")
     assert stores.signals.get_signal("h") is None
@@ -346,8 +354,9 @@ def test_fails_open_while_down_and_shares_again_after_restart(
             assert took < timeout + SLACK
             assert signal is None  # the local fallback knows of no opening
             assert a.limits.reserve("k", 0.001, 1, None).admitted
-            a.cache.set("c", b"local", 60)
-            assert a.cache.get("c") == b"local"
+            a.cache.set("c", entry(SYSTEM_CLOCK, "c", 60, b"local"))
+            found = a.cache.get("c")
+            assert isinstance(found, CacheEntry) and found.body == b"local"
             time.sleep(0.01)
         # While Redis is away, breakers decide locally: no signal, every lease granted.
         assert a.signals.publish_open("local", 60.0).generation == 0
@@ -414,8 +423,8 @@ async def test_async_fail_open_is_bounded_by_the_timeout(
         assert reservation.admitted
         assert took < timeout + SLACK
         started = time.monotonic()
-        await stores.cache.aset("c", b"v", 10)
-        assert await stores.cache.aget("c") == b"v"  # local
+        await stores.cache.aset("c", entry(SYSTEM_CLOCK, "c", 10))
+        assert await stores.cache.aget("c") is not None  # local
         assert time.monotonic() - started < 0.05
         assert events.errors == ["limit_reserve"]
     finally:

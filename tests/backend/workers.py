@@ -225,3 +225,32 @@ def backend_errors(registry: object) -> int:
             if sample.name == "klayengo_backend_errors_total"
         )
     )
+
+
+def client_caches(url: str, prefix: str, target: str, headers: dict[str, str]) -> int:
+    """A ResilientClient with a cache fetches ``target`` once (a cacheable 200);
+    returns how many requests reached its upstream."""
+    import httpx
+
+    import klayengo
+
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(
+            200, headers={"Cache-Control": "max-age=60"}, content=b"from another process"
+        )
+
+    with (
+        klayengo.RedisBackend(url, prefix=prefix, timeout=0.5) as backend,
+        klayengo.ResilientClient(
+            transport=httpx.MockTransport(handler),
+            backend=backend,
+            cache=klayengo.CachePolicy(),
+            metrics=False,
+        ) as client,
+    ):
+        response = client.get(target, headers=headers)
+        assert response.extensions["klayengo"]["cache"] == "miss", response.extensions
+    return len(calls)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import math
 import tracemalloc
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from klayengo import CachePolicy
 from klayengo._core.cache import CacheEntry, VaryIndex, make_entry
-from klayengo._core.cachestore import MemoryStore
+from klayengo._core.cachestore import MemoryStore, decode_record, encode_record
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 
@@ -173,3 +176,81 @@ def test_memory_stays_bounded_while_a_million_distinct_urls_pass_through() -> No
     assert traced > entries > 1000  # the traced inserts replaced the whole store
     assert current <= max_bytes, current
     assert peak <= max_bytes * 1.1, peak
+
+
+# -- the serialized form ------------------------------------------------------------------
+
+
+_DEADLINES = {
+    "stored_at",
+    "fresh_until",
+    "stale_if_error_until",
+    "stale_while_revalidate_until",
+    "keep_until",
+}
+
+
+def _fields(entry: CacheEntry) -> dict[str, object]:
+    skip = {"headers", "stream"}
+    return {name: getattr(entry, name) for name in CacheEntry.__slots__ if name not in skip}
+
+
+def test_a_record_round_trips_through_its_serialized_form() -> None:
+    clock = FakeClock()
+    entry = make(clock, "GET http://example.test/a", b"\x00\xff" * 50, Vary="Accept")
+    entry.vary = ("accept",)
+    clock.advance(2.0)  # stored a little after it was made
+    encoded = encode_record(entry, clock.monotonic())
+    assert encoded is not None
+    value, keep_ms = encoded
+    assert keep_ms == math.floor((entry.keep_until - clock.monotonic()) * 1000)
+    assert b"example.test/a" not in value  # the key is the reader's to know
+    # Read in another process, whose monotonic clock is elsewhere, 1.5 s later.
+    other = 10_000.0
+    found = decode_record(entry.key, value, keep_ms - 1500, other)
+    assert isinstance(found, CacheEntry)
+    shift = other - 1.5 - clock.monotonic()  # the writer's "now" on the reader's clock
+    for name, expected in _fields(entry).items():
+        got = _fields(found)[name]
+        if name in _DEADLINES:
+            assert got == pytest.approx(expected + shift, abs=1e-3), name  # type: ignore[operator]
+        else:
+            assert got == expected, name
+    assert found.headers.raw == entry.headers.raw
+    assert found.age(other) == pytest.approx(entry.age(clock.monotonic()) + 1.5, abs=1e-3)
+    assert b"".join(found.stream) == entry.body
+
+
+def test_a_vary_index_round_trips_and_expired_records_are_not_encoded() -> None:
+    clock = FakeClock()
+    encoded = encode_record(VaryIndex(("accept", "cookie"), 5.0), 0.0)
+    assert encoded is not None and encoded[1] == 5000
+    found = decode_record("p", encoded[0], 4000, 3.0)
+    assert isinstance(found, VaryIndex) and found.vary == ("accept", "cookie")
+    assert found.keep_until == pytest.approx(7.0)
+    assert encode_record(VaryIndex((), clock.monotonic()), clock.monotonic()) is None
+    assert decode_record("p", encoded[0], 0, 3.0) is None  # no time left
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_decoding_garbage_is_a_miss_never_an_error(value: bytes) -> None:
+    decode_record("k", b"klc1" + value, 1000, 0.0)  # whatever it finds, it does not raise
+    assert decode_record("k", value, 1000, 0.0) is None
+
+
+def test_decoding_a_tampered_record_is_a_miss() -> None:
+    clock = FakeClock()
+    encoded = encode_record(make(clock, "k"), clock.monotonic())
+    assert encoded is not None
+    value = encoded[0]
+    tampered = [
+        (b'"status":200', b'"status":"200"'),
+        (b'"plain":true', b'"plain":1'),
+        (b'"kind":"entry"', b'"kind":"other"'),
+        (b'"headers":[', b'"headers":[1,'),
+    ]
+    for old, new in tampered:
+        assert old in value
+        assert decode_record("k", value.replace(old, new), 1000, 0.0) is None, new
+    assert decode_record("k", value[:20], 1000, 0.0) is None
