@@ -80,12 +80,17 @@ _PRELOAD: Final = hasattr(httpx.Response(200, content=b""), "_content")
 
 # -- per-client state ------------------------------------------------------------------
 class _Flight:
-    """One in-flight upstream request that identical misses wait for."""
+    """One in-flight upstream request that identical misses wait for.
+
+    The event is created by the first waiter, under the state's lock: most misses
+    have no waiter, and an event (a lock and a condition) was a tenth of a miss's
+    cost.
+    """
 
     __slots__ = ("entry", "error", "event", "finished", "result")
 
-    def __init__(self, event: Any) -> None:
-        self.event = event
+    def __init__(self) -> None:
+        self.event: Any = None
         self.entry: CacheEntry | None = None
         self.error: httpx.TransportError | None = None
         self.finished = False
@@ -114,8 +119,11 @@ class CacheState:
         with self.lock:
             flight = self.flights.get(key)
             if flight is not None:
+                # Still in `flights`, so not finished: `finish` will see this event.
+                if flight.event is None:
+                    flight.event = make_event()
                 return flight, False
-            flight = self.flights[key] = _Flight(make_event())
+            flight = self.flights[key] = _Flight()
             return flight, True
 
     def finish(
@@ -140,7 +148,9 @@ class CacheState:
             flight.entry, flight.error, flight.result = entry, error, result
             if self.flights.get(key) is flight:
                 del self.flights[key]
-        flight.event.set()
+            event = flight.event
+        if event is not None:
+            event.set()
 
 
 def _bounds_policy(context: LayerContext) -> CachePolicy:
