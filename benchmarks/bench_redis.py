@@ -14,7 +14,11 @@ interleaved so machine noise hits them alike:
 - limiter hot path: ``reserve`` (the whole GCRA decision in one Lua round trip);
 - a request with both (``get_signal`` + ``reserve``: two round trips);
 - cache: ``get`` of a 1 KiB hit and ``set`` of 1 KiB with a TTL (one command each);
-- the same breaker read through the asyncio client (``aget_signal``, asyncio).
+- the same breaker read through the asyncio client (``aget_signal``, asyncio);
+- whole requests through ``ResilientClient`` (breaker and a rate limit on, retry
+  and metrics off, ``httpx.MockTransport`` inner) with the memory backend and with
+  Redis: what sharing adds per request (one round trip for the breaker signal,
+  one for the limiter).
 
 The ratio column is Redis over the memory backend measured in the same run; the
 overhead column is the difference, i.e. what sharing adds to each request.
@@ -34,7 +38,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 
-from klayengo import RedisBackend
+import httpx
+
+from klayengo import RateLimitPolicy, RedisBackend, ResilientClient
 from klayengo._core.backend import MemoryBackend, Stores
 from klayengo._core.clock import SYSTEM_CLOCK
 from klayengo._core.events import Events
@@ -111,6 +117,23 @@ def _cases(stores: Stores) -> dict[str, _Case]:
     }
 
 
+def _client_case(backend: RedisBackend | None) -> tuple[_Case, ResilientClient]:
+    client = ResilientClient(
+        transport=httpx.MockTransport(lambda request: httpx.Response(200)),
+        backend=backend,
+        retry=None,
+        metrics=False,
+        # A limit that never makes a request wait: the cost measured is the decision.
+        rate_limit=RateLimitPolicy(rate=1e6, burst=1_000_000),
+    )
+
+    def get(n: int) -> None:
+        for _ in range(n):
+            client.get("http://api.example/items")
+
+    return get, client
+
+
 def _measure(cases: dict[str, _Case], number: int, repeats: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for case in cases.values():  # warm-up: connections, script cache
@@ -140,9 +163,15 @@ def run(quick: bool = False) -> str:
         memory = _cases(MemoryBackend().bind(clock=SYSTEM_CLOCK, events=Events()))
         backend = RedisBackend(url, prefix="bench:", timeout=1.0)
         redis = _cases(backend.bind(clock=SYSTEM_CLOCK, events=Events()))
+        memory_get, memory_client = _client_case(None)
+        redis_get, redis_client = _client_case(backend)
+        memory["client: GET, breaker + limiter"] = memory_get
+        redis["client: GET, breaker + limiter"] = redis_get
         cases = {f"memory {k}": v for k, v in memory.items()}
         cases.update({f"redis {k}": v for k, v in redis.items()})
         samples = _measure(cases, number, repeats)
+        memory_client.close()
+        redis_client.close()
         backend.close()
         server_version = subprocess.run(
             ["redis-server", "--version"], capture_output=True, text=True, check=False
@@ -170,7 +199,9 @@ def run(quick: bool = False) -> str:
         "",
         "Each Redis operation is one round trip (the limiter's whole decision and the "
         "breaker signal read are single Lua scripts); a request through breaker and "
-        "limiter pays two. The async row includes `asyncio.run` once per run.",
+        "limiter pays two. The async row includes `asyncio.run` once per run. The client "
+        "row is a whole `ResilientClient.get` (MockTransport inner): a closed breaker "
+        "reads the shared signal (one round trip) and the limiter reserves (one).",
         "",
     ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ._core.backend import Backend
 from ._core.breaker import BreakerSnapshot
 from ._core.clock import SYSTEM_CLOCK, Clock
 from ._core.hosts import PolicyResolver
@@ -55,7 +56,7 @@ def _make_context(
     cache: Any,
     hosts: Mapping[str, HostPolicy] | None,
     metrics: object,
-    backend: Any,
+    backend: object,
     clock: Clock | None,
 ) -> LayerContext:
     if not isinstance(name, str) or not name:
@@ -74,8 +75,15 @@ def _make_context(
         # A FakeClock: sleeping advances it instead of waiting.
         context.sleep = clock.sleep
         context.async_sleep = clock.async_sleep
+    if backend is not None and not isinstance(backend, Backend):
+        raise TypeError(
+            "backend must be None or a backend such as klayengo.RedisBackend "
+            f"(with bind, close and aclose), got {type(backend).__name__}"
+        )
     context.backend = backend
     create_metrics(context, metrics)
+    # Once per client; what the backend reports reaches the metrics attached above.
+    context.bind()
     return context
 
 
@@ -124,8 +132,11 @@ class ResilientClient(_ResilientMixin, httpx.Client):
         hosts: ``{pattern: HostPolicy}`` per-host overrides; the most specific pattern wins.
         metrics: ``True`` (default) for prometheus_client's default registry, a
             ``CollectorRegistry``, a :class:`MetricsPolicy`, or ``False`` for none.
-        backend: shared state for several processes (e.g. ``klayengo.RedisBackend``);
-            ``None`` (default) keeps all state in memory.
+        backend: where breaker signals, rate-limit quotas and cache entries live:
+            ``None`` (default) keeps them in this client's memory;
+            ``klayengo.RedisBackend(url)`` shares them with every process using the
+            same Redis and prefix. A backend may serve several clients and is not
+            closed by them: close it (or use it as a context manager) when done.
     """
 
     def __init__(
@@ -138,7 +149,7 @@ class ResilientClient(_ResilientMixin, httpx.Client):
         cache: CachePolicy | None = None,
         hosts: Mapping[str, HostPolicy] | None = None,
         metrics: bool | MetricsPolicy | Any = True,
-        backend: Any = None,
+        backend: Backend | None = None,
         _clock: Clock | None = None,
         **kwargs: Any,
     ) -> None:
@@ -215,7 +226,7 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
         cache: CachePolicy | None = None,
         hosts: Mapping[str, HostPolicy] | None = None,
         metrics: bool | MetricsPolicy | Any = True,
-        backend: Any = None,
+        backend: Backend | None = None,
         _clock: Clock | None = None,
         **kwargs: Any,
     ) -> None:

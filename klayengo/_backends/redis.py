@@ -6,10 +6,12 @@ command. Scripts read the server's ``TIME``, so processes with skewed clocks agr
 answers are relative durations (see ``klayengo._core.backend``).
 
 Fail-open. Every call goes through :meth:`RedisBackend._call`: on a Redis error or
-timeout the operation is answered by a local :class:`~klayengo._core.backend.MemoryState`
-instead, ``events.backend_error(operation)`` is reported, one WARNING is logged per
-outage, and Redis is not tried again for ``cooldown`` seconds (then by one caller at
-a time), so no request waits on a dead Redis longer than the timeout. When a call
+timeout the operation is answered locally instead (rate limits and cache by a
+:class:`~klayengo._core.backend.MemoryState`; breaker signals as the memory backend
+does: no signal, every probe lease granted, so each process's own breakers decide),
+``events.backend_error(operation)`` is reported, one WARNING is logged per outage,
+and Redis is not tried again for ``cooldown`` seconds (then by one caller at a
+time), so no request waits on a dead Redis longer than the timeout. When a call
 succeeds again, sharing resumes and the local state is discarded.
 
 Clients: one sync client (one connection pool) for the sync transports and for
@@ -38,6 +40,9 @@ from urllib.parse import unquote, urlsplit
 import sniffio
 
 from .._core.backend import (
+    ADMITTED,
+    DEFAULT_LIMIT_MAX_KEYS,
+    LOCAL_SIGNALS,
     SIGNAL_RETENTION,
     BreakerSignal,
     MemoryState,
@@ -146,7 +151,21 @@ redis.call('HSET', KEYS[1], 't', string.format('%d', tat))
 local last = tat
 if paused > last then last = paused end
 redis.call('PEXPIRE', KEYS[1], math.floor((last - now) / 1000) + 1)
-return {1, wait}
+return {1, wait, string.format('%d', tat), string.format('%d', start)}
+"""
+)
+
+# KEYS: limiter. ARGV: tat_us (what the reservation set), start_us, interval_us.
+# Gives a cancelled reservation's slot back when no later reservation was made
+# (the tat is still the one it set) and its start has not come: the limiter is
+# then where it would be without it. -> 1 given back, 0 not.
+_CANCEL = (
+    _NOW
+    + """
+local t = redis.call('HGET', KEYS[1], 't')
+if not t or t ~= ARGV[1] or now >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 't', string.format('%d', tonumber(t) - tonumber(ARGV[3])))
+return 1
 """
 )
 
@@ -183,6 +202,7 @@ _S_SIGNAL_CLOSE = _Script.of(_SIGNAL_CLOSE, 2)
 _S_PROBE_ACQUIRE = _Script.of(_PROBE_ACQUIRE, 2)
 _S_RESERVE = _Script.of(_RESERVE, 1)
 _S_PAUSE = _Script.of(_PAUSE, 1)
+_S_CANCEL = _Script.of(_CANCEL, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +214,7 @@ class _Op(Generic[T]):
     script: _Script | None
     args: tuple[Any, ...]
     parse: Callable[[Any], T]
-    local: Callable[[MemoryState, float], T]
+    local: Callable[[MemoryState, Clock], T]
 
 
 def _us(seconds: float) -> int:
@@ -225,9 +245,8 @@ def _parse_open(reply: Any) -> BreakerSignal:
     return signal
 
 
-def _parse_reservation(reply: Any) -> Reservation:
-    admitted, wait = reply
-    return Reservation(admitted=int(admitted) == 1, wait=_seconds(wait))
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _parse_bytes(reply: Any) -> bytes | None:
@@ -534,7 +553,7 @@ class RedisBackend:
             else:
                 self._succeeded(mode)
                 return result
-        return op.local(self._local, clock.monotonic())
+        return op.local(self._local, clock)
 
     async def _acall(self, op: _Op[T], clock: Clock, events: Events) -> T:
         mode = self._health.should_try()
@@ -556,7 +575,7 @@ class RedisBackend:
             else:
                 self._succeeded(mode)
                 return result
-        return op.local(self._local, clock.monotonic())
+        return op.local(self._local, clock)
 
     def _execute_unless_late(self, op: _Op[Any], submitted: float) -> Any:
         """``_execute`` in a worker thread, unless waiting for the thread already took
@@ -658,7 +677,7 @@ class _RedisSignals(_RedisStore):
             _S_SIGNAL_GET,
             self._keys(key)[:1],
             _parse_signal,
-            lambda local, now: local.get_signal(key, now),
+            lambda local, clock: LOCAL_SIGNALS.get_signal(key),
         )
 
     def _open(self, key: str, open_for: float) -> _Op[BreakerSignal]:
@@ -667,7 +686,7 @@ class _RedisSignals(_RedisStore):
             _S_SIGNAL_OPEN,
             (*self._keys(key), _us(open_for), _RETENTION_MS),
             _parse_open,
-            lambda local, now: local.publish_open(key, open_for, now),
+            lambda local, clock: LOCAL_SIGNALS.publish_open(key, open_for),
         )
 
     def _close(self, key: str) -> _Op[None]:
@@ -676,7 +695,7 @@ class _RedisSignals(_RedisStore):
             _S_SIGNAL_CLOSE,
             (*self._keys(key), _RETENTION_MS),
             _ignore,
-            lambda local, now: local.publish_closed(key),
+            lambda local, clock: LOCAL_SIGNALS.publish_closed(key),
         )
 
     def _acquire(self, key: str, max_calls: int, lease_ttl: float) -> _Op[str | None]:
@@ -686,7 +705,7 @@ class _RedisSignals(_RedisStore):
             _S_PROBE_ACQUIRE,
             (*self._keys(key), max_calls, max(1, _us(lease_ttl)), token),
             lambda reply: token if int(reply) == 1 else None,
-            lambda local, now: local.acquire_probe(key, max_calls, lease_ttl, now),
+            lambda local, clock: LOCAL_SIGNALS.acquire_probe(key, max_calls, lease_ttl),
         )
 
     def _release(self, key: str, token: str) -> _Op[None]:
@@ -695,7 +714,7 @@ class _RedisSignals(_RedisStore):
             None,
             ("ZREM", self._keys(key)[1], token),
             _ignore,
-            lambda local, now: local.release_probe(key, token),
+            lambda local, clock: LOCAL_SIGNALS.release_probe(key, token),
         )
 
     def get_signal(self, key: str) -> BreakerSignal | None:
@@ -729,23 +748,71 @@ class _RedisSignals(_RedisStore):
         await self._arun(self._release(key, token))
 
 
+class _RedisTicket:
+    """A reservation's fixed start; cancelling gives the slot back when it is the
+    latest one and its start has not come (one round trip)."""
+
+    __slots__ = ("_cancel", "_deadline", "_limits")
+
+    def __init__(self, limits: _RedisLimits, deadline: float, cancel: _Op[None]) -> None:
+        self._limits = limits
+        self._deadline = deadline
+        self._cancel = cancel
+
+    def set_waker(self, waker: Callable[[], object] | None) -> None:
+        return None  # the start never moves
+
+    def remaining(self, before: Callable[[], object] | None = None) -> float:
+        if before is not None:
+            before()
+        return self._deadline - self._limits._clock.monotonic()
+
+    def finish(self) -> None:
+        return None
+
+    def cancel(self) -> None:
+        self._limits._run(self._cancel)
+
+    async def acancel(self) -> None:
+        await self._limits._arun(self._cancel)
+
+
 class _RedisLimits(_RedisStore):
     __slots__ = ()
 
     def _reserve(
-        self, key: str, interval: float, burst: int, max_wait: float | None
+        self, key: str, interval: float, burst: int, max_wait: float | None, max_keys: int
     ) -> _Op[Reservation]:
+        rkey = self._backend.key("rl", key)
+        interval_us = max(1, _us(interval))
+
+        def parse(reply: Any) -> Reservation:
+            admitted, wait_us = int(reply[0]), int(reply[1])
+            wait = _seconds(wait_us)
+            if admitted != 1:
+                return Reservation(admitted=False, wait=wait)
+            if wait_us <= 0:
+                return ADMITTED
+            cancel = _Op(
+                "limit_cancel",
+                _S_CANCEL,
+                (rkey, _text(reply[2]), _text(reply[3]), interval_us),
+                _ignore,
+                lambda local, clock: None,  # the fallback knows nothing of this slot
+            )
+            return Reservation(
+                # The deadline counts from the reply (a little late, never early).
+                admitted=True,
+                wait=wait,
+                ticket=_RedisTicket(self, self._clock.monotonic() + wait, cancel),
+            )
+
         return _Op(
             "limit_reserve",
             _S_RESERVE,
-            (
-                self._backend.key("rl", key),
-                max(1, _us(interval)),
-                burst,
-                -1 if max_wait is None else _us(max_wait),
-            ),
-            _parse_reservation,
-            lambda local, now: local.reserve(key, interval, burst, max_wait, now),
+            (rkey, interval_us, burst, -1 if max_wait is None else _us(max_wait)),
+            parse,
+            lambda local, clock: local.reserve(key, interval, burst, max_wait, clock, max_keys),
         )
 
     def _pause(self, key: str, seconds: float) -> _Op[None]:
@@ -754,19 +821,31 @@ class _RedisLimits(_RedisStore):
             _S_PAUSE,
             (self._backend.key("rl", key), _us(seconds)),
             _ignore,
-            lambda local, now: local.pause(key, seconds, now),
+            lambda local, clock: local.pause(key, seconds, clock.monotonic()),
         )
 
-    def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
-        return self._run(self._reserve(key, interval, burst, max_wait))
+    def reserve(
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
+    ) -> Reservation:
+        return self._run(self._reserve(key, interval, burst, max_wait, max_keys))
 
     def pause(self, key: str, seconds: float) -> None:
         self._run(self._pause(key, seconds))
 
     async def areserve(
-        self, key: str, interval: float, burst: int, max_wait: float | None
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation:
-        return await self._arun(self._reserve(key, interval, burst, max_wait))
+        return await self._arun(self._reserve(key, interval, burst, max_wait, max_keys))
 
     async def apause(self, key: str, seconds: float) -> None:
         await self._arun(self._pause(key, seconds))
@@ -788,7 +867,7 @@ class _RedisCache(_RedisStore):
             None,
             ("GET", self._key(key)),
             _parse_bytes,
-            lambda local, now: local.cache_get(key, now),
+            lambda local, clock: local.cache_get(key, clock.monotonic()),
         )
 
     def _set(self, key: str, value: bytes, ttl: float) -> _Op[None]:
@@ -800,7 +879,7 @@ class _RedisCache(_RedisStore):
             None,
             ("SET", self._key(key), bytes(value), "PX", ttl_ms),
             _ignore,
-            lambda local, now: _discard(local.cache_set(key, value, ttl, now)),
+            lambda local, clock: _discard(local.cache_set(key, value, ttl, clock.monotonic())),
         )
 
     def _delete(self, key: str) -> _Op[None]:
@@ -809,7 +888,7 @@ class _RedisCache(_RedisStore):
             None,
             ("DEL", self._key(key)),
             _ignore,
-            lambda local, now: _discard(local.cache_delete(key)),
+            lambda local, clock: _discard(local.cache_delete(key)),
         )
 
     def get(self, key: str) -> bytes | None:

@@ -5,15 +5,24 @@ the interfaces below, and a *backend* hands a client one implementation of each:
 
 - :class:`BreakerSignals`: a breaker's **open signal** and its **half-open probe
   lease**. Failure accounting stays local to each process (a sliding window per
-  host in the breaker layer); only the decision "this host is open until ..." and
-  the right to send a half-open probe are shared.
-- :class:`RateLimits`: a GCRA limiter's *theoretical arrival time* per key, so all
-  processes draw on one quota.
+  origin in the breaker layer); only the decision "this origin is open until ..."
+  and the right to send a half-open probe are shared.
+- :class:`RateLimits`: GCRA reservations per key, so all processes draw on one quota.
 - :class:`CacheStore`: opaque cached entries (bytes) with a time to live.
 
 :class:`MemoryBackend` (the default) keeps everything in this process;
 ``klayengo.RedisBackend`` keeps it in Redis and falls back to in-memory state
-(:class:`MemoryState`) while Redis fails. A layer only ever sees the interfaces, never the backend.
+(:class:`MemoryState`) while Redis fails. A layer only ever sees the interfaces,
+never the backend.
+
+In one process the local breaker *is* the shared state, so the memory
+:class:`BreakerSignals` has nothing to add: it reports no signal and grants every
+probe lease (the local breaker already bounds its probes). The memory
+:class:`RateLimits` is the limiter core itself
+(:class:`~klayengo._core.ratelimit.GCRALimiter` in a
+:class:`~klayengo._core.ratelimit.LimiterRegistry`): FIFO waiters, a cancelled
+waiter gives its slot back and the ones behind it move up, a pause re-plans the
+waiters not yet due. Redis answers each reservation with a fixed start instead.
 
 Time base. Every answer is a *relative* duration in seconds (``remaining``,
 ``wait``, ``opened_ago``) and every argument is one too (``open_for``,
@@ -33,23 +42,24 @@ and may serve several clients. ``backend.bind(clock=..., events=...)`` returns t
 the backend reports ``backend_error(operation)`` (and, for the memory cache,
 ``cache_evicted`` / ``cache_size``).
 
-How a layer uses them (one client, host key ``h``; the policy fields are the
-layer's own):
+How the layers use them (one client; the policy fields are the layer's own):
 
-- Breaker, per request: ``signal = signals.get_signal(h)``. None: decide locally.
-  ``"open"``: fail fast with ``retry_after=signal.remaining``. ``"half_open"``:
-  ``token = signals.acquire_probe(h, half_open_max_calls, lease_ttl)``; None means
-  fail fast, otherwise send the request as a probe and ``release_probe`` after it.
-  When the local window trips, or a probe fails: ``publish_open(h, open_duration)``;
-  when ``success_threshold`` probes succeeded: ``publish_closed(h)``. Remembering the
-  last ``generation`` seen tells a new opening (a transition to report) from one
-  already acted on.
-- Limiter, per attempt: ``r = limits.reserve(key, per / rate, burst, max_wait)``;
-  admitted: sleep ``r.wait`` (outside any lock) and go; refused: raise
-  ``RateLimitExceeded(retry_after=r.wait)``. On a 429/503 with Retry-After:
-  ``limits.pause(key, min(retry_after, max_pause))``. (The same arithmetic as
-  ``_core.ratelimit.GCRALimiter``, without its in-process queue: no give-back of
-  a cancelled reservation, and a pause does not re-plan reservations already made.)
+- Breaker (key: the origin, ``scheme://host[:port]``). A local permit first (an
+  open local breaker fails fast with no round trip); then, per admitted request,
+  ``signal = signals.get_signal(key)``. None: decide locally. A signal of a
+  generation this process has not acted on yet (another process opened the
+  origin): the local breaker adopts it (open for ``signal.remaining``, or
+  half-open) and decides again. Half-open: ``token = signals.acquire_probe(key,
+  half_open_max_calls, lease_ttl)``; None means fail fast, otherwise send the
+  request as a probe and ``release_probe`` after it. When the local window trips,
+  or a probe fails: ``publish_open(key, open_duration)``; when
+  ``success_threshold`` probes succeeded: ``publish_closed(key)``.
+- Limiter, per attempt: ``r = limits.reserve(key, per / rate, burst, max_wait,
+  max_keys)``; refused: raise ``RateLimitExceeded(retry_after=r.wait)``; admitted
+  with ``r.ticket`` None: go after ``r.wait`` (0 on the hot path); with a ticket:
+  sleep (outside any lock) until ``ticket.remaining()`` is not positive, then
+  ``ticket.finish()``; on cancellation ``ticket.cancel()``. On a 429/503 with
+  Retry-After: ``limits.pause(key, min(retry_after, max_pause))``.
 - Cache: serialize an entry to bytes, ``cache.set(key, blob, ttl=freshness +
   stale window)`` only when it fits ``max_entry_bytes``; ``cache.get(key)`` and
   deserialize; ``cache.delete(key)`` on invalidation. Coalescing stays in-process.
@@ -57,18 +67,22 @@ layer's own):
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from .clock import Clock
 from .events import Events
+from .ratelimit import ADMIT_NOW, GCRALimiter, LimiterRegistry, Reject
+from .ratelimit import Reservation as _Waiter
 
 __all__ = [
+    "ADMITTED",
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_CACHE_MAX_ENTRIES",
+    "DEFAULT_LIMIT_MAX_KEYS",
     "DEFAULT_PROBE_LEASE_TTL",
     "SIGNAL_RETENTION",
     "Backend",
@@ -80,12 +94,12 @@ __all__ = [
     "RateLimits",
     "Reservation",
     "Stores",
+    "Ticket",
     "bind_memory",
-    "gcra_reserve",
 ]
 
-#: A suggested probe lease for callers without a better bound (the request's own
-#: timeout is a better one): a prober that crashed frees its slot after this long.
+#: A probe lease for callers without a better bound (the request's own timeouts are
+#: a better one): a prober that crashed frees its slot after this long.
 DEFAULT_PROBE_LEASE_TTL = 30.0
 #: How long a breaker signal record outlives the end of its open period when no
 #: process probes it (so an abandoned signal cannot stay half-open forever).
@@ -93,12 +107,10 @@ SIGNAL_RETENTION = 600.0
 #: Bounds of the in-memory cache store (the same defaults as ``CachePolicy``).
 DEFAULT_CACHE_MAX_ENTRIES = 1024
 DEFAULT_CACHE_MAX_BYTES = 64 * 2**20
-#: Float slack when comparing a wait with ``max_wait``, so that asking again exactly
-#: ``retry_after`` later is admitted despite rounding (Redis works in whole microseconds).
-_WAIT_EPSILON = 1e-9
-#: The limiter table drops expired keys when it grows past this many.
-_LIMITER_SWEEP_AT = 10_000
-
+#: Limiters the memory store keeps when the caller states no bound.
+DEFAULT_LIMIT_MAX_KEYS = 1000
+#: The token the memory store grants for every probe lease.
+_LOCAL_TOKEN: Final = "local"
 
 # -- values ----------------------------------------------------------------------------
 
@@ -122,20 +134,55 @@ class BreakerSignal:
     remaining: float
 
 
+class Ticket(Protocol):
+    """A waiter's place in a limiter's queue (admitted with a wait).
+
+    The memory store's slots can move: earlier when a waiter ahead gives up, later
+    when a pause re-plans the queue; it then calls the waker so the waiter reads
+    :meth:`remaining` again. Redis's start is fixed when reserved.
+    """
+
+    def set_waker(self, waker: Callable[[], object] | None) -> None:
+        """Called (from any thread) when the slot moved; None clears it."""
+
+    def remaining(self, before: Callable[[], object] | None = None) -> float:
+        """Seconds until the slot (<= 0: start now); the waiter sleeps until then.
+
+        ``before`` runs atomically with the read (to reset a wake-up flag).
+        """
+
+    def finish(self) -> None:
+        """The waiter starts now (lets a waiter that moved up learn it)."""
+
+    def cancel(self) -> None:
+        """The waiter gave up: give the slot back when nothing depends on it."""
+
+    async def acancel(self) -> None:
+        """:meth:`cancel` from async code."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """The answer of a rate-limit reservation.
 
     Attributes:
-        admitted: True when a slot was reserved; the caller must wait ``wait``
-            seconds, then start (the slot is spent even if the caller gives up).
-            False when the wait would exceed ``max_wait``; nothing was reserved.
-        wait: the delay before the request's start (admitted), or the delay it
-            would have had (refused: a ``Retry-After``).
+        admitted: True when a slot was reserved (spent even if the caller gives
+            up, unless it cancels its ticket). False when the wait would exceed
+            ``max_wait``; nothing was reserved.
+        wait: the delay before the request's start as reserved (admitted), or the
+            delay it would have had (refused: a ``Retry-After``).
+        ticket: set when admitted with a wait: the waiter's place (see
+            :class:`Ticket`); None when the request may start after ``wait``
+            with nothing more to do.
     """
 
     admitted: bool
     wait: float
+    ticket: Ticket | None = None
+
+
+#: The answer for a request that may start at once (shared: it carries no state).
+ADMITTED: Final = Reservation(admitted=True, wait=0.0)
 
 
 # -- the interfaces the layers use ----------------------------------------------------
@@ -143,10 +190,12 @@ class Reservation:
 
 @runtime_checkable
 class BreakerSignals(Protocol):
-    """The shared part of a circuit breaker (keys are host keys).
+    """The shared part of a circuit breaker (keys name origins: ``scheme://host[:port]``).
 
     Hot path: one ``get_signal`` per request (one round trip for Redis). The other
-    calls happen on transitions only.
+    calls happen on transitions and half-open probes only. A store that shares
+    nothing (the memory one) never reports a signal, answers ``publish_open`` with
+    generation 0 (nothing to remember) and grants every probe lease.
     """
 
     def get_signal(self, key: str) -> BreakerSignal | None:
@@ -187,27 +236,41 @@ class BreakerSignals(Protocol):
 
 @runtime_checkable
 class RateLimits(Protocol):
-    """GCRA reservations (keys name one quota: a host key or a client scope).
+    """GCRA reservations (keys name one quota: an origin or a client-wide scope).
 
     ``interval`` is ``per / rate`` seconds and ``burst`` the number of requests that
     may start at once; in any window of length T at most ``burst + T / interval``
     reservations start. One atomic call (one round trip for Redis) per request;
-    reservations are served in the order they were made.
+    reservations are served in the order they were made. ``max_keys`` bounds the
+    keys an in-process store keeps (a store that expires keys by itself ignores it).
     """
 
-    def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
+    def reserve(
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
+    ) -> Reservation:
         """Reserve the next start slot, unless it is more than ``max_wait`` away.
 
         ``max_wait=None`` admits whatever the wait; ``0`` admits only an immediate start.
         """
 
     def pause(self, key: str, seconds: float) -> None:
-        """No reservation made from now on starts within ``seconds`` (a server's
-        Retry-After; the caller applies its cap). Never shortens an earlier pause;
-        reservations already made keep their start."""
+        """No request starts within ``seconds`` from now (a server's Retry-After;
+        the caller applies its cap). Never shortens an earlier pause. Redis keeps
+        the starts of reservations already made; the memory store re-plans its
+        waiters not yet due (see :meth:`GCRALimiter.pause`)."""
 
     async def areserve(
-        self, key: str, interval: float, burst: int, max_wait: float | None
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation: ...
 
     async def apause(self, key: str, seconds: float) -> None: ...
@@ -262,40 +325,14 @@ class Backend(Protocol):
         """Release connections (async side)."""
 
 
-# -- pure GCRA (the Redis script computes exactly this, in integer microseconds) -------
-
-
-def gcra_reserve(
-    tat: float,
-    paused_until: float,
-    now: float,
-    interval: float,
-    burst: int,
-    max_wait: float | None,
-) -> tuple[float, Reservation]:
-    """One GCRA decision: ``(new_tat, reservation)``.
-
-    ``tat`` is the key's theoretical arrival time and ``paused_until`` the end of its
-    pause (anything <= ``now`` means none). The request may start at
-    ``max(max(tat, now) - (burst - 1) * interval, now, paused_until)``; reserving
-    moves ``tat`` to ``max(tat, now, start) + interval``. A refusal changes nothing.
-    """
-    tat = max(tat, now)
-    start = max(tat - (burst - 1) * interval, now, paused_until)
-    wait = start - now
-    if max_wait is not None and wait > max_wait + _WAIT_EPSILON:
-        return tat, Reservation(admitted=False, wait=wait)
-    return max(tat, start) + interval, Reservation(admitted=True, wait=wait)
-
-
 # -- the in-memory implementation ------------------------------------------------------
 
 
 class MemoryState:
-    """All in-memory state, as methods of ``(key, ..., now)``; thread-safe.
+    """The in-memory limiters and cache, thread-safe; methods take the caller's clock.
 
-    ``now`` is the caller's monotonic clock. :class:`MemoryBackend` binds it to a
-    clock; ``RedisBackend`` uses one as its local fallback.
+    :class:`MemoryBackend` binds it to a client's clock; ``RedisBackend`` uses one
+    as its local fallback.
     """
 
     def __init__(
@@ -309,76 +346,62 @@ class MemoryState:
         if cache_max_bytes < 1:
             raise ValueError(f"cache_max_bytes must be >= 1, got {cache_max_bytes!r}")
         self._lock = threading.Lock()
-        self._generations = itertools.count(1)
-        # key -> (generation, opened_at, until)
-        self._signals: dict[str, tuple[int, float, float]] = {}
-        # key -> {token: lease expiry}
-        self._probes: dict[str, dict[str, float]] = {}
-        self._tokens = itertools.count(1)
-        # key -> (tat, paused_until)
-        self._limits: dict[str, tuple[float, float]] = {}
+        self.limiters = LimiterRegistry()
         # key -> (value, expiry); most recently used last
         self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._cache_bytes = 0
         self.cache_max_entries = cache_max_entries
         self.cache_max_bytes = cache_max_bytes
 
-    # breaker signal ---------------------------------------------------------------
-    def get_signal(self, key: str, now: float) -> BreakerSignal | None:
-        found = self._signals.get(key)
-        return None if found is None else _signal_at(found, now)
-
-    def publish_open(self, key: str, open_for: float, now: float) -> BreakerSignal:
-        with self._lock:
-            record = (next(self._generations), now, now + open_for)
-            self._signals[key] = record
-            self._probes.pop(key, None)
-        return _signal_at(record, now)
-
-    def publish_closed(self, key: str) -> None:
-        with self._lock:
-            self._signals.pop(key, None)
-            self._probes.pop(key, None)
-
-    def acquire_probe(self, key: str, max_calls: int, lease_ttl: float, now: float) -> str | None:
-        with self._lock:
-            signal = self._signals.get(key)
-            if signal is not None and signal[2] > now:
-                return None
-            leases = self._probes.setdefault(key, {})
-            for token in [token for token, expiry in leases.items() if expiry <= now]:
-                del leases[token]
-            if len(leases) >= max_calls:
-                return None
-            token = f"m{next(self._tokens)}"
-            leases[token] = now + lease_ttl
-            return token
-
-    def release_probe(self, key: str, token: str) -> None:
-        with self._lock:
-            leases = self._probes.get(key)
-            if leases is not None:
-                leases.pop(token, None)
-                if not leases:
-                    del self._probes[key]
-
     # rate limits ------------------------------------------------------------------
+    def _limiter(
+        self, key: str, interval: float, burst: int, max_keys: int, now: float
+    ) -> GCRALimiter:
+        limiter = self.limiters.host(key)
+        if limiter is None:
+            limiter = self.limiters.add(key, interval, burst, max_keys, now, name=key)
+        return limiter
+
     def reserve(
-        self, key: str, interval: float, burst: int, max_wait: float | None, now: float
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        clock: Clock,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation:
-        with self._lock:
-            tat, paused_until = self._limits.get(key, (now, now))
-            tat, reservation = gcra_reserve(tat, paused_until, now, interval, burst, max_wait)
-            if reservation.admitted:
-                self._limits[key] = (tat, paused_until)
-                if len(self._limits) > _LIMITER_SWEEP_AT:
-                    self._limits = {k: v for k, v in self._limits.items() if max(v) > now}
-        return reservation
+        while True:
+            limiter = self._limiter(key, interval, burst, max_keys, clock.monotonic())
+            with limiter.lock:
+                if limiter.evicted:  # dropped after the lookup: look again
+                    continue
+                if limiter.interval != interval or limiter.tolerance != (burst - 1) * interval:
+                    limiter.configure(interval, burst)  # created by a pause, or a new policy
+                decision = limiter.reserve(clock.monotonic(), max_wait)
+            break
+        if decision is ADMIT_NOW:
+            return ADMITTED
+        if isinstance(decision, Reject):
+            return Reservation(admitted=False, wait=decision.retry_after)
+        if decision.reservation is None:
+            return Reservation(admitted=True, wait=decision.delay)
+        return Reservation(
+            admitted=True,
+            wait=decision.delay,
+            ticket=_MemoryTicket(limiter, decision.reservation, clock),
+        )
 
     def pause(self, key: str, seconds: float, now: float) -> None:
-        with self._lock:
-            tat, paused_until = self._limits.get(key, (now, now))
-            self._limits[key] = (tat, max(paused_until, now + seconds))
+        while True:
+            # A limiter dropped since the reservation: pause its successor (created
+            # with placeholder parameters; the next reservation sets them).
+            limiter = self._limiter(key, 0.0, 1, DEFAULT_LIMIT_MAX_KEYS, now)
+            with limiter.lock:
+                if limiter.evicted:
+                    continue
+                limiter.pause(now, seconds)
+                return
 
     # cache ------------------------------------------------------------------------
     def cache_get(self, key: str, now: float) -> bytes | None:
@@ -421,53 +444,80 @@ class MemoryState:
             self._cache_bytes -= len(found[0])
 
 
-def _signal_at(record: tuple[int, float, float], now: float) -> BreakerSignal:
-    generation, opened_at, until = record
-    remaining = max(0.0, until - now)
-    return BreakerSignal(
-        state="open" if remaining > 0 else "half_open",
-        generation=generation,
-        opened_ago=max(0.0, now - opened_at),
-        remaining=remaining,
-    )
+class _MemoryTicket:
+    """A waiter in a :class:`GCRALimiter`'s queue."""
 
+    __slots__ = ("_clock", "_limiter", "_waiter")
 
-class _MemorySignals:
-    __slots__ = ("_clock", "_state")
-
-    def __init__(self, state: MemoryState, clock: Clock) -> None:
-        self._state = state
+    def __init__(self, limiter: GCRALimiter, waiter: _Waiter, clock: Clock) -> None:
+        self._limiter = limiter
+        self._waiter = waiter
         self._clock = clock
 
+    def set_waker(self, waker: Callable[[], object] | None) -> None:
+        self._waiter.waker = waker
+
+    def remaining(self, before: Callable[[], object] | None = None) -> float:
+        with self._limiter.lock:
+            if before is not None:
+                before()
+            start = self._limiter.arm(self._waiter)
+        return start - self._clock.monotonic()
+
+    def finish(self) -> None:
+        with self._limiter.lock:
+            wake = self._limiter.finish(self._waiter)
+        if wake is not None:
+            wake.wake()
+
+    def cancel(self) -> None:
+        with self._limiter.lock:
+            wake = self._limiter.cancel(self._waiter, self._clock.monotonic())
+        if wake is not None:
+            wake.wake()
+
+    async def acancel(self) -> None:
+        self.cancel()
+
+
+class _LocalSignals:
+    """Breaker signals of one process: the local breaker is the whole state."""
+
+    __slots__ = ()
+
     def get_signal(self, key: str) -> BreakerSignal | None:
-        return self._state.get_signal(key, self._clock.monotonic())
+        return None
 
     def publish_open(self, key: str, open_for: float) -> BreakerSignal:
-        return self._state.publish_open(key, open_for, self._clock.monotonic())
+        return BreakerSignal(state="open", generation=0, opened_ago=0.0, remaining=open_for)
 
     def publish_closed(self, key: str) -> None:
-        self._state.publish_closed(key)
+        return None
 
     def acquire_probe(self, key: str, max_calls: int, lease_ttl: float) -> str | None:
-        return self._state.acquire_probe(key, max_calls, lease_ttl, self._clock.monotonic())
+        return _LOCAL_TOKEN
 
     def release_probe(self, key: str, token: str) -> None:
-        self._state.release_probe(key, token)
+        return None
 
     async def aget_signal(self, key: str) -> BreakerSignal | None:
-        return self.get_signal(key)
+        return None
 
     async def apublish_open(self, key: str, open_for: float) -> BreakerSignal:
         return self.publish_open(key, open_for)
 
     async def apublish_closed(self, key: str) -> None:
-        self.publish_closed(key)
+        return None
 
     async def aacquire_probe(self, key: str, max_calls: int, lease_ttl: float) -> str | None:
-        return self.acquire_probe(key, max_calls, lease_ttl)
+        return _LOCAL_TOKEN
 
     async def arelease_probe(self, key: str, token: str) -> None:
-        self.release_probe(key, token)
+        return None
+
+
+#: Stateless: one instance serves every client (and the Redis fallback).
+LOCAL_SIGNALS: Final = _LocalSignals()
 
 
 class _MemoryLimits:
@@ -477,16 +527,28 @@ class _MemoryLimits:
         self._state = state
         self._clock = clock
 
-    def reserve(self, key: str, interval: float, burst: int, max_wait: float | None) -> Reservation:
-        return self._state.reserve(key, interval, burst, max_wait, self._clock.monotonic())
+    def reserve(
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
+    ) -> Reservation:
+        return self._state.reserve(key, interval, burst, max_wait, self._clock, max_keys)
 
     def pause(self, key: str, seconds: float) -> None:
         self._state.pause(key, seconds, self._clock.monotonic())
 
     async def areserve(
-        self, key: str, interval: float, burst: int, max_wait: float | None
+        self,
+        key: str,
+        interval: float,
+        burst: int,
+        max_wait: float | None,
+        max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation:
-        return self.reserve(key, interval, burst, max_wait)
+        return self._state.reserve(key, interval, burst, max_wait, self._clock, max_keys)
 
     async def apause(self, key: str, seconds: float) -> None:
         self.pause(key, seconds)
@@ -525,7 +587,7 @@ class _MemoryCache:
 def bind_memory(state: MemoryState, clock: Clock, events: Events) -> Stores:
     """The :class:`Stores` over ``state``, reading ``clock``."""
     return Stores(
-        signals=_MemorySignals(state, clock),
+        signals=LOCAL_SIGNALS,
         limits=_MemoryLimits(state, clock),
         cache=_MemoryCache(state, clock, events),
     )
@@ -534,8 +596,9 @@ def bind_memory(state: MemoryState, clock: Clock, events: Events) -> Stores:
 class MemoryBackend:
     """The default backend: state in this process only.
 
-    One instance may be bound by several clients of one process (they then share
-    breaker signals, limits and cache entries); they must use the same clock.
+    One instance may be bound by several clients of one process: they then share
+    rate-limit quotas (same key) and cache entries, and must use the same clock.
+    Breakers stay each client's own (in one process there is no signal to share).
 
     Args:
         cache_max_entries: bound of the cache store (least recently used go first).

@@ -104,10 +104,12 @@ class Permit:
     a closed breaker admit a call without taking its lock.
     """
 
-    __slots__ = ("flight", "generation")
+    __slots__ = ("flight", "generation", "probe")
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, probe: bool = False) -> None:
         self.generation = generation
+        #: True for the permits of a half-open state: the calls are probes.
+        self.probe = probe
         self.flight: deque[None] = deque()
 
     def __repr__(self) -> str:
@@ -211,11 +213,20 @@ class Breaker:
         "_width",
         "host",
         "policy",
+        "seen_generation",
+        "signal_key",
     )
 
-    def __init__(self, host: str, policy: CircuitBreakerPolicy, now: float) -> None:
+    def __init__(
+        self, host: str, policy: CircuitBreakerPolicy, now: float, signal_key: str = ""
+    ) -> None:
         self.host = host
         self.policy = policy
+        #: The key of this origin's shared open signal (``scheme://host[:port]``).
+        self.signal_key = signal_key or host
+        #: The generation of the last shared signal this breaker published or
+        #: adopted (0: none), so each opening elsewhere is adopted once.
+        self.seen_generation = 0
         self._lock = threading.Lock()
         self._failure_rate = policy.failure_rate_threshold
         self._minimum_calls = policy.minimum_calls
@@ -314,7 +325,9 @@ class Breaker:
                 return Rejection(0.0)
             return None  # retired
 
-    def record(self, permit: Permit, failure: bool, now: float, duration: float = 0.0) -> bool:
+    def record(
+        self, permit: Permit, failure: bool, now: float, duration: float = 0.0
+    ) -> str | None:
         """Record the outcome of a call admitted with ``permit``.
 
         Args:
@@ -324,11 +337,12 @@ class Breaker:
             duration: how long the call took, in seconds (for the slow-call rule).
 
         Returns:
-            True when a transition is pending (take it with :meth:`take_transitions`).
+            The new state when the outcome caused a transition (``"open"`` or
+            ``"closed"``; take it with :meth:`take_transitions`), else None.
         """
         with self._lock:
             if permit is not self._permit:
-                return False  # admitted in an earlier generation: that state is gone
+                return None  # admitted in an earlier generation: that state is gone
             if permit.flight:
                 permit.flight.pop()
             self._last_used = now
@@ -345,7 +359,7 @@ class Breaker:
                     self._consecutive += 1
                     if self._consecutive >= self._consecutive_limit:
                         self._transition(OPEN, now)
-                        return True
+                        return OPEN
                 else:
                     self._consecutive = 0
                 if slow:
@@ -360,17 +374,17 @@ class Breaker:
                     or self._total_slow / calls >= self._slow_rate
                 ):
                     self._transition(OPEN, now)
-                    return True
-                return False
+                    return OPEN
+                return None
             # Half-open (a permit of the current generation is never held while open).
             if failure or slow:
                 self._transition(OPEN, now)
-                return True
+                return OPEN
             self._probe_successes += 1
             if self._probe_successes >= self._success_threshold:
                 self._transition(CLOSED, now)
-                return True
-            return False
+                return CLOSED
+            return None
 
     def release(self, permit: Permit) -> None:
         """Give back the permit of a call that was cancelled: it counts as nothing."""
@@ -378,16 +392,45 @@ class Breaker:
             if permit is self._permit and permit.flight:
                 permit.flight.pop()
 
+    def is_current(self, permit: Permit) -> bool:
+        """Whether ``permit`` belongs to the current state (no transition since)."""
+        return permit is self._permit
+
+    def adopt(self, remaining: float, now: float) -> bool:
+        """Take on an opening published elsewhere: open for ``remaining`` seconds more,
+        or half-open when ``remaining`` is 0. Failure counts are kept.
+
+        Returns:
+            True when a transition is pending (take it with :meth:`take_transitions`).
+        """
+        with self._lock:
+            state = self._state
+            if state is _RETIRED:
+                return False
+            if remaining > 0.0:
+                if state is OPEN:
+                    self._open_until = now + remaining
+                    return False
+                self._transition(OPEN, now, now + remaining)
+                return True
+            if state is HALF_OPEN:
+                return False
+            self._transition(HALF_OPEN, now)
+            return True
+
     # -- transitions and their reporting -------------------------------------------------
-    def _transition(self, new: str, now: float) -> None:
+    def _transition(self, new: str, now: float, until: float | None = None) -> None:
         # Under the lock. A new permit object starts a new generation; `_open_until` is
         # set before `_closed_permit` so a lock-free reader never sees "not closed" with
         # a stale deadline.
         old = self._state
         self._generation += 1
-        permit = self._permit = Permit(self._generation)
+        permit = self._permit = Permit(self._generation, probe=new is HALF_OPEN)
         self._probe_successes = 0
-        self._open_until = now + self._open_duration if new is OPEN else _NEVER
+        if new is OPEN:
+            self._open_until = until if until is not None else now + self._open_duration
+        else:
+            self._open_until = _NEVER
         if new is CLOSED:
             self._clear_window(now)
             self._consecutive = 0
@@ -582,7 +625,7 @@ class BreakerRegistry:
                 if len(self._breakers) >= self.max_hosts:
                     self._rescan_at = now + FULL_RESCAN_INTERVAL
                     return None, removed
-            breaker = Breaker(host, policy, now)
+            breaker = Breaker(host, policy, now, signal_key=f"{origin[0]}://{host}")
             self._breakers[origin] = breaker
             self._keys[host] = self._keys.get(host, 0) + 1
             return breaker, removed

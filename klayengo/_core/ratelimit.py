@@ -73,8 +73,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
 
-from .._policies import RateLimitPolicy
-
 __all__ = [
     "ADMIT_NOW",
     "Admit",
@@ -85,6 +83,9 @@ __all__ = [
 ]
 
 _NEVER: Final = -math.inf
+#: Float slack when comparing a delay with ``max_wait``, so that asking again exactly
+#: ``retry_after`` later is admitted despite rounding.
+WAIT_EPSILON: Final = 1e-9
 
 
 class Reservation:
@@ -161,8 +162,8 @@ class GCRALimiter:
     def __init__(
         self, rate: float, per: float, burst: int, *, max_pause: float, name: str = ""
     ) -> None:
-        self.interval = per / rate
-        self.tolerance = (burst - 1) * self.interval
+        self.interval = self.tolerance = 0.0
+        self.configure(per / rate, burst)
         self.max_pause = max_pause
         self.name = name
         self.tat = _NEVER
@@ -175,9 +176,11 @@ class GCRALimiter:
         #: Set (under ``lock``) when a registry dropped this limiter: retry the lookup.
         self.evicted = False
 
-    @classmethod
-    def from_policy(cls, policy: RateLimitPolicy, name: str = "") -> GCRALimiter:
-        return cls(policy.rate, policy.per, policy.burst, max_pause=policy.max_pause, name=name)
+    def configure(self, interval: float, burst: int) -> None:
+        """Set the emission interval and the burst (under ``lock``). Slots already
+        reserved keep their start; later reservations follow the new parameters."""
+        self.interval = interval
+        self.tolerance = (burst - 1) * interval
 
     def reserve(self, now: float, max_wait: float | None) -> Admit | Reject:
         """Decide for a request arriving at ``now``; reserve its slot when admitted."""
@@ -191,7 +194,7 @@ class GCRALimiter:
             return ADMIT_NOW
         start = max(start, now, self.paused_until)
         delay = start - now
-        if max_wait is not None and delay > max_wait:
+        if max_wait is not None and delay > max_wait + WAIT_EPSILON:
             return Reject(delay)
         self.tat = max(tat, start) + self.interval
         if delay <= 0.0:
@@ -284,53 +287,48 @@ class GCRALimiter:
 
 
 class LimiterRegistry:
-    """The per-client limiters: one per origin (``scope="host"``), one per policy
-    (``scope="client"``).
+    """Limiters by key (an origin, a client-wide quota, ...), bounded in number.
 
-    Host limiters are bounded by the policy's ``max_hosts``; see the module
-    docstring for what is dropped when the bound is reached. Client-scope limiters
-    are few (one per distinct policy) and never dropped.
+    Each :meth:`add` passes the bound for its kind of limiter (a policy's
+    ``max_hosts``); see the module docstring for what is dropped when it is
+    reached: idle limiters first (harmless), then the ones that will be idle soonest.
     """
 
-    __slots__ = ("_clients", "_hosts", "_lock", "host")
+    __slots__ = ("_hosts", "_lock", "host")
 
     def __init__(self) -> None:
         self._hosts: dict[Hashable, GCRALimiter] = {}
-        self._clients: dict[RateLimitPolicy, GCRALimiter] = {}
         self._lock = threading.Lock()
-        #: ``host(key)``: the limiter of the origin ``key``, or None (a lock-free
-        #: ``dict.get``, bound once: this is on every request's path).
+        #: ``host(key)``: the limiter of ``key``, or None (a lock-free ``dict.get``,
+        #: bound once: this is on every request's path).
         self.host: Callable[[Hashable], GCRALimiter | None] = self._hosts.get
 
     def __len__(self) -> int:
-        return len(self._hosts) + len(self._clients)
+        return len(self._hosts)
 
-    def for_client(self, policy: RateLimitPolicy, name: str) -> GCRALimiter:
-        """The limiter shared by every host whose policy equals ``policy``."""
-        found = self._clients.get(policy)
-        if found is None:
-            with self._lock:
-                found = self._clients.get(policy)
-                if found is None:
-                    found = GCRALimiter.from_policy(policy, name)
-                    self._clients[policy] = found
-        return found
-
-    def add_host(
-        self, key: Hashable, policy: RateLimitPolicy, name: str, now: float
+    def add(
+        self,
+        key: Hashable,
+        interval: float,
+        burst: int,
+        max_keys: int,
+        now: float,
+        *,
+        max_pause: float = math.inf,
+        name: str = "",
     ) -> GCRALimiter:
-        """The limiter of the origin ``key``, created (within the bound) if missing."""
+        """The limiter of ``key``, created (keeping at most ``max_keys``) if missing."""
         with self._lock:
             found = self._hosts.get(key)
             if found is None:
-                if len(self._hosts) >= policy.max_hosts:
-                    self._shrink(policy.max_hosts - 1, now)
-                found = GCRALimiter.from_policy(policy, name)
+                if len(self._hosts) >= max_keys:
+                    self._shrink(max_keys - 1, now)
+                found = GCRALimiter(1.0, interval, burst, max_pause=max_pause, name=name)
                 self._hosts[key] = found
         return found
 
     def host_limiters(self) -> dict[Hashable, GCRALimiter]:
-        """A snapshot of the per-host limiters (for introspection and tests)."""
+        """A snapshot of the limiters (for introspection and tests)."""
         return dict(self._hosts)
 
     def _shrink(self, target: int, now: float) -> None:

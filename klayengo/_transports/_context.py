@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from .._core.backend import Backend, MemoryBackend, Stores
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.events import NULL_EVENTS, Events
 from .._core.hosts import PolicyResolver
@@ -41,7 +42,9 @@ class LayerContext:
         sleep: the blocking sleeper (``time.sleep``).
         async_sleep: the async sleeper (``anyio.sleep``: cancellable, trio-safe).
         events: where layers report what they did.
-        backend: the shared-state backend (``None``: in-memory state).
+        backend: the shared-state backend (``None``: a :class:`MemoryBackend` of
+            this context's own).
+        stores: the backend's stores bound to this context (see :meth:`bind`).
     """
 
     def __init__(
@@ -53,7 +56,7 @@ class LayerContext:
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         events: Events = NULL_EVENTS,
-        backend: Any = None,
+        backend: Backend | None = None,
     ) -> None:
         self.name = name
         self.resolver = resolver if resolver is not None else PolicyResolver()
@@ -65,6 +68,7 @@ class LayerContext:
         self._shared: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
+        self._stores: Stores | None = None
 
     @classmethod
     def standalone(
@@ -82,6 +86,24 @@ class LayerContext:
                 retry=retry, breaker=breaker, rate_limit=rate_limit, cache=cache, hosts=hosts
             )
         )
+
+    @property
+    def stores(self) -> Stores:
+        """The stores the layers keep their shareable state in (bound on first use)."""
+        found = self._stores
+        return found if found is not None else self.bind()
+
+    def bind(self) -> Stores:
+        """Bind ``backend`` (once) to this context's clock and events.
+
+        The backend reports to a sink that forwards to whatever ``events`` is when
+        it reports, so metrics attached later still receive its events.
+        """
+        with self._lock:
+            if self._stores is None:
+                backend = self.backend if self.backend is not None else MemoryBackend()
+                self._stores = backend.bind(clock=self.clock, events=_ContextEvents(self))
+            return self._stores
 
     def shared(self, key: str, factory: Callable[[], T]) -> T:
         """Get the per-client object stored under ``key``, creating it once."""
@@ -108,3 +130,21 @@ class LayerContext:
             closers, self._closers = self._closers, []
         for closer in closers:
             closer()
+
+
+class _ContextEvents(Events):
+    """What a backend reports, forwarded to the context's current events sink."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: LayerContext) -> None:
+        self._context = context
+
+    def cache_size(self, entries: int, nbytes: int) -> None:
+        self._context.events.cache_size(entries, nbytes)
+
+    def cache_evicted(self, count: int) -> None:
+        self._context.events.cache_evicted(count)
+
+    def backend_error(self, operation: str) -> None:
+        self._context.events.backend_error(operation)

@@ -46,12 +46,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NoReturn
 
+import anyio
 import httpx
 
+from .._core.backend import DEFAULT_PROBE_LEASE_TTL, BreakerSignal
 from .._core.breaker import (
     CLOSED,
+    OPEN,
     STATE_RANK,
     Breaker,
     BreakerRegistry,
@@ -86,8 +89,32 @@ _NOT_UPSTREAM: Final = (ResilienceError, httpx.UnsupportedProtocol)
 #: Exceptions that count as failures by default.
 _FAILURES: Final = (httpx.TransportError, TimeoutError)
 
-#: What an admitted call carries from ``admit`` to its outcome: breaker, permit, start.
-_Admitted = tuple[Breaker, Permit, float]
+#: The shortest probe lease: a prober's lease lasts its request's timeouts, at least this.
+MIN_PROBE_LEASE_TTL: Final = 1.0
+
+
+class _Call:
+    """What an admitted call carries from admission to its outcome."""
+
+    __slots__ = ("breaker", "permit", "start", "token")
+
+    def __init__(self, breaker: Breaker, permit: Permit, start: float) -> None:
+        self.breaker = breaker
+        self.permit = permit
+        self.start = start
+        #: The shared probe lease of a half-open call, to release after it.
+        self.token: str | None = None
+
+
+def _lease_ttl(request: httpx.Request) -> float:
+    """How long a probe may hold its lease: the request's timeouts added up (a prober
+    that crashed frees its slot after that), or a default when one is unbounded."""
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        values = list(timeouts.values())
+        if values and all(isinstance(v, int | float) for v in values):
+            return max(MIN_PROBE_LEASE_TTL, float(sum(values)))
+    return DEFAULT_PROBE_LEASE_TTL
 
 
 def _max_hosts(context: LayerContext) -> int:
@@ -169,15 +196,16 @@ def _removed(context: LayerContext, hosts: list[str]) -> None:
 class _Gate:
     """Admission, classification and recording, shared by the sync and async twins."""
 
-    __slots__ = ("_clock", "_context", "_registry", "_resolver")
+    __slots__ = ("_clock", "_context", "_registry", "_resolver", "signals")
 
     def __init__(self, context: LayerContext) -> None:
         self._context = context
         self._resolver = context.resolver
         self._clock = context.clock
         self._registry = _registry(context)
+        self.signals = context.stores.signals
 
-    def admit(self, request: httpx.Request) -> _Admitted | None:
+    def admit(self, request: httpx.Request) -> _Call | None:
         """A permit for ``request``; None when no breaker applies.
 
         Raises:
@@ -211,7 +239,7 @@ class _Gate:
             if isinstance(result, Permit):
                 if breaker.pending:  # open -> half_open happened on the way in
                     _dispatch(self._context, breaker)
-                return breaker, result, now
+                return _Call(breaker, result, now)
             if result is not None:
                 break
             # None: the breaker was reset or evicted meanwhile. Look the origin up again
@@ -219,8 +247,10 @@ class _Gate:
             breaker = None
         if breaker.pending:
             _dispatch(self._context, breaker)
+        self._reject(breaker, result.retry_after, request)
+
+    def _reject(self, breaker: Breaker, retry_after: float, request: httpx.Request) -> NoReturn:
         host = breaker.host
-        retry_after = result.retry_after
         self._context.events.breaker_rejected(host)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
@@ -235,38 +265,87 @@ class _Gate:
             message = f"circuit breaker for {host} is half-open and all its probes are busy"
         raise CircuitOpenError(message, request=request, host=host, retry_after=retry_after)
 
-    def completed(self, admitted: _Admitted, response: httpx.Response) -> None:
-        """Record a call that produced ``response``."""
-        breaker, permit, start = admitted
+    def check(self, call: _Call, signal: BreakerSignal | None, request: httpx.Request) -> bool:
+        """Act on the origin's shared signal, read after the local permit.
+
+        Returns:
+            True when the call must lease a shared probe slot before it goes.
+
+        Raises:
+            CircuitOpenError: the origin is open elsewhere (its permit is given back).
+        """
+        breaker = call.breaker
+        if signal is None:
+            return False  # closed everywhere (or nothing shared): the local verdict stands
+        now = self._clock.monotonic()
+        if signal.generation != breaker.seen_generation:
+            # Opened by another process: adopt it (once), then decide again locally.
+            breaker.seen_generation = signal.generation
+            if breaker.adopt(signal.remaining, now):
+                _dispatch(self._context, breaker)
+        if not breaker.is_current(call.permit):
+            # The local state changed since the permit (this adoption or another
+            # caller's): ask again.
+            breaker.release(call.permit)
+            result = breaker.allow(now)
+            if not isinstance(result, Permit):
+                self._reject(breaker, 0.0 if result is None else result.retry_after, request)
+            call.permit = result
+        if not call.permit.probe:
+            return False  # an opening this process already saw through and closed
+        if signal.state == OPEN:  # our clock ran ahead of the shared one
+            breaker.release(call.permit)
+            self._reject(breaker, signal.remaining, request)
+        return True
+
+    def leased(self, call: _Call, token: str | None, request: httpx.Request) -> None:
+        """The answer to the probe lease: go with ``token``, or fail fast without one."""
+        if token is None:
+            call.breaker.release(call.permit)
+            self._reject(call.breaker, 0.0, request)
+        call.token = token
+
+    def published(self, call: _Call, signal: BreakerSignal) -> None:
+        """This process opened the origin for everyone: remember that generation."""
+        if signal.generation:
+            call.breaker.seen_generation = signal.generation
+
+    def completed(self, call: _Call, response: httpx.Response) -> str | None:
+        """Record a call that produced ``response``; the state to publish, if any."""
+        breaker = call.breaker
         policy = breaker.policy
         failure = response.status_code in policy.failure_statuses
         if policy.is_failure is not None:
             failure = _predicate(breaker, response, None, failure)
         now = self._clock.monotonic()
-        if breaker.record(permit, failure, now, now - start):
+        new = breaker.record(call.permit, failure, now, now - call.start)
+        if new is not None:
             _dispatch(self._context, breaker)
         report(response)["breaker"] = breaker.state
+        return new
 
-    def failed(self, admitted: _Admitted, exc: Exception) -> None:
-        """Record a call that raised ``exc``."""
-        breaker, permit, start = admitted
+    def failed(self, call: _Call, exc: Exception) -> str | None:
+        """Record a call that raised ``exc``; the state to publish, if any."""
+        breaker = call.breaker
         if isinstance(exc, _NOT_UPSTREAM):
-            breaker.release(permit)
-            return
+            breaker.release(call.permit)
+            return None
         failure = isinstance(exc, _FAILURES)
         if breaker.policy.is_failure is not None:
             failure = _predicate(breaker, None, exc, failure)
         elif not failure:
-            breaker.release(permit)  # not an httpx error: a local bug says nothing
-            return
+            breaker.release(call.permit)  # not an httpx error: a local bug says nothing
+            return None
         now = self._clock.monotonic()
-        if breaker.record(permit, failure, now, now - start):
+        new = breaker.record(call.permit, failure, now, now - call.start)
+        if new is not None:
             _dispatch(self._context, breaker)
+        return new
 
     @staticmethod
-    def cancelled(admitted: _Admitted) -> None:
+    def cancelled(call: _Call) -> None:
         """Give back the permit of a cancelled call: neither success nor failure."""
-        admitted[0].release(admitted[1])
+        call.breaker.release(call.permit)
 
 
 def _predicate(
@@ -343,19 +422,44 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
         self._gate = _Gate(self._context)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        admitted = self._gate.admit(request)
-        if admitted is None:
+        gate = self._gate
+        call = gate.admit(request)
+        if call is None:
             return self._next.handle_request(request)
+        signals = gate.signals
+        key = call.breaker.signal_key
+        try:
+            if gate.check(call, signals.get_signal(key), request):
+                policy = call.breaker.policy
+                token = signals.acquire_probe(key, policy.half_open_max_calls, _lease_ttl(request))
+                gate.leased(call, token, request)
+        except CircuitOpenError:
+            raise  # the permit was given back
+        except BaseException:
+            gate.cancelled(call)
+            raise
         try:
             response = self._next.handle_request(request)
         except Exception as exc:
-            self._gate.failed(admitted, exc)
+            self._settle(call, gate.failed(call, exc))
             raise
         except BaseException:
-            self._gate.cancelled(admitted)
+            gate.cancelled(call)
+            self._settle(call, None)
             raise
-        self._gate.completed(admitted, response)
+        self._settle(call, gate.completed(call, response))
         return response
+
+    def _settle(self, call: _Call, publish: str | None) -> None:
+        """Release the shared probe lease; publish a transition this process caused."""
+        signals = self._gate.signals
+        key = call.breaker.signal_key
+        if call.token is not None:
+            signals.release_probe(key, call.token)
+        if publish == OPEN:
+            self._gate.published(call, signals.publish_open(key, call.breaker.policy.open_duration))
+        elif publish == CLOSED:
+            signals.publish_closed(key)
 
 
 class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
@@ -376,19 +480,48 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
         self._gate = _Gate(self._context)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        admitted = self._gate.admit(request)
-        if admitted is None:
+        gate = self._gate
+        call = gate.admit(request)
+        if call is None:
             return await self._next.handle_async_request(request)
+        signals = gate.signals
+        key = call.breaker.signal_key
+        try:
+            if gate.check(call, await signals.aget_signal(key), request):
+                policy = call.breaker.policy
+                token = await signals.aacquire_probe(
+                    key, policy.half_open_max_calls, _lease_ttl(request)
+                )
+                gate.leased(call, token, request)
+        except CircuitOpenError:
+            raise  # the permit was given back
+        except BaseException:
+            gate.cancelled(call)
+            raise
         try:
             response = await self._next.handle_async_request(request)
         except Exception as exc:
-            self._gate.failed(admitted, exc)
+            await self._settle(call, gate.failed(call, exc))
             raise
         except BaseException:
-            self._gate.cancelled(admitted)
+            gate.cancelled(call)
+            with anyio.CancelScope(shield=True):  # bounded by the store's timeout
+                await self._settle(call, None)
             raise
-        self._gate.completed(admitted, response)
+        await self._settle(call, gate.completed(call, response))
         return response
+
+    async def _settle(self, call: _Call, publish: str | None) -> None:
+        """Release the shared probe lease; publish a transition this process caused."""
+        signals = self._gate.signals
+        key = call.breaker.signal_key
+        if call.token is not None:
+            await signals.arelease_probe(key, call.token)
+        if publish == OPEN:
+            opened = await signals.apublish_open(key, call.breaker.policy.open_duration)
+            self._gate.published(call, opened)
+        elif publish == CLOSED:
+            await signals.apublish_closed(key)
 
 
 # -- introspection ----------------------------------------------------------------------
@@ -492,7 +625,8 @@ def reset_breaker(context: LayerContext, host: str | httpx.URL) -> None:
 
     A breaker that was open or half-open reports a transition to ``"closed"`` (log,
     event and ``on_state_change``); every removed host key emits ``breaker_removed``.
-    Unknown hosts are ignored.
+    With a shared backend the origin's shared signal is closed too (for every
+    process). Unknown hosts are ignored.
     """
     target = _target(host)
     registry = _registry_of(context)
@@ -500,6 +634,10 @@ def reset_breaker(context: LayerContext, host: str | httpx.URL) -> None:
         return
     origins = [key for key, _ in _matching(registry, target)]
     retired, removed = registry.remove(origins, context.clock.monotonic())
+    signals = context.stores.signals
     for breaker in retired:
         _dispatch(context, breaker)
+        # Reset for every process sharing the backend, or the next call would adopt
+        # the opening again (a blocking store call, bounded by its timeout).
+        signals.publish_closed(breaker.signal_key)
     _removed(context, removed)

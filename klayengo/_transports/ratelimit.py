@@ -19,10 +19,11 @@ Both twins do the same three steps around the wrapped transport:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import anyio
@@ -30,185 +31,176 @@ import anyio.from_thread
 import anyio.lowlevel
 import httpx
 
+from .._core.backend import Reservation, Ticket
 from .._core.headers import parse_retry_after
 from .._core.hosts import host_key
 from .._core.options import EXTENSION_KEY, request_options
-from .._core.ratelimit import (
-    GCRALimiter,
-    LimiterRegistry,
-    Reject,
-    Reservation,
-)
 from .._core.report import report
 from .._exceptions import RateLimitExceeded
 from .._policies import HostPolicy, RateLimitPolicy, check_policy
 from ._context import LayerContext
 from ._layer import AsyncLayer, SyncLayer
 
-__all__ = ["AsyncRateLimitTransport", "RateLimitTransport"]
+__all__ = ["AsyncRateLimitTransport", "RateLimitTransport", "limit_key"]
 
 _log = logging.getLogger("klayengo")
 
-#: The :meth:`LayerContext.shared` key of the client's limiter registry.
-REGISTRY_KEY: Final = "ratelimit.registry"
 #: Responses whose ``Retry-After`` pauses the host's limiter.
 BACK_PRESSURE_STATUSES: Final = frozenset({429, 503})
+#: The :meth:`LayerContext.shared` key of the client's memo of limiter keys.
+_KEYS: Final = "ratelimit.keys"
+#: Origins remembered in that memo; it is cleared when full (churn costs time, not memory).
+_KEYS_MEMO_SIZE: Final = 4096
+
+
+class _Memo:
+    """Store keys already built: origin -> (store key, host key); policy -> store key."""
+
+    __slots__ = ("origins", "policies")
+
+    def __init__(self) -> None:
+        self.origins: dict[tuple[str, bytes, int | None], tuple[str, str]] = {}
+        self.policies: dict[RateLimitPolicy, str] = {}
+
+
+def limit_key(client: str, quota: str) -> str:
+    """The store key of a quota: the client's name and the origin (``scope="host"``)
+    or the policy (``scope="client"``), so processes running clients of the same
+    name draw on one quota per origin, as the limiters of one client do."""
+    return f"{client}|{quota}"
+
+
+def _policy_quota(policy: RateLimitPolicy) -> str:
+    # The same policy values give the same key in every process.
+    fields = f"{policy.rate!r}/{policy.per!r}/{policy.burst!r}"
+    return "client:" + hashlib.blake2b(fields.encode(), digest_size=8).hexdigest()
 
 
 class _Limited:
     """What the limiter decided for one admitted request (the twins' shared state)."""
 
-    __slots__ = ("host", "key", "limiter", "policy", "reservation", "reserved_at", "waited")
+    __slots__ = ("host", "key", "policy", "reserved_at", "ticket", "wait", "waited")
 
-    def __init__(
-        self,
-        limiter: GCRALimiter,
-        key: Hashable,
-        policy: RateLimitPolicy,
-        host: str,
-        reserved_at: float,
-        reservation: Reservation | None,
-    ) -> None:
-        self.limiter = limiter
+    def __init__(self, key: str, policy: RateLimitPolicy, host: str, reserved_at: float) -> None:
         self.key = key
         self.policy = policy
         self.host = host
         self.reserved_at = reserved_at
-        self.reservation = reservation
+        self.ticket: Ticket | None = None
+        #: The wait to sleep without a ticket (a fixed start).
+        self.wait = 0.0
         #: Seconds the request waited for its slot (set once it was admitted).
         self.waited = 0.0
 
 
 class _RateLimitMixin:
-    """The twins' shared steps; only the sleeping differs between them."""
+    """The twins' shared steps; only the store calls and the sleeping differ."""
 
     _context: LayerContext
-    _registry: LimiterRegistry
+    _memo: _Memo
 
-    def _reserve(self, request: httpx.Request) -> _Limited | None:
-        """Reserve a slot for ``request``; None when it is not rate limited."""
+    def _plan(self, request: httpx.Request) -> _Limited | None:
+        """The quota of ``request``; None when it is not rate limited."""
         url = request.url
         policy = self._context.resolver.resolve(url).rate_limit
         if policy is None:
             return None
         if EXTENSION_KEY in request.extensions and not request_options(request).rate_limit:
             return None
-        clock = self._context.clock
-        registry = self._registry
-        key: Hashable
-        while True:
-            if policy.scope == "host":
-                # httpx normalizes the scheme and host to lower case and a default
-                # port to None, so this triple names the origin (hosts.origin()) at
-                # half the cost.
-                key = (url.scheme, url.raw_host, url.port)
-                limiter = registry.host(key)
-                if limiter is None:
-                    limiter = registry.add_host(key, policy, host_key(url), clock.monotonic())
-            else:
-                key = policy
-                limiter = registry.for_client(policy, self._context.name)
-            with limiter.lock:
-                if limiter.evicted:  # dropped by the registry after our lookup: look again
-                    continue
-                now = clock.monotonic()
-                decision = limiter.reserve(now, policy.max_wait)
-            break
-        host = limiter.name if policy.scope == "host" else host_key(url)
-        if isinstance(decision, Reject):
+        memo = self._memo
+        if policy.scope == "host":
+            # httpx normalizes the scheme and host to lower case and a default port
+            # to None, so this triple names the origin (hosts.origin()) cheaply.
+            origin = (url.scheme, url.raw_host, url.port)
+            found = memo.origins.get(origin)
+            if found is None:
+                if len(memo.origins) >= _KEYS_MEMO_SIZE:
+                    memo.origins.clear()
+                name = host_key(url)
+                found = memo.origins[origin] = (
+                    limit_key(self._context.name, f"{url.scheme}://{name}"),
+                    name,
+                )
+            key, host = found
+        else:
+            key = memo.policies.get(policy) or memo.policies.setdefault(
+                policy, limit_key(self._context.name, _policy_quota(policy))
+            )
+            host = host_key(url)
+        return _Limited(key, policy, host, 0.0)
+
+    def _decided(self, request: httpx.Request, limited: _Limited, reservation: Reservation) -> None:
+        """Act on the store's answer: raise when refused, else note what to wait for."""
+        host = limited.host
+        policy = limited.policy
+        if not reservation.admitted:
             self._context.events.rate_limited(host)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug(
                     "rate limit: %s rejected, would wait %.3f s (max_wait %s s)",
                     host,
-                    decision.retry_after,
+                    reservation.wait,
                     policy.max_wait,
-                    extra={"host": host, "retry_after": decision.retry_after},
+                    extra={"host": host, "retry_after": reservation.wait},
                 )
             raise RateLimitExceeded(
                 f"rate limit for {host} would delay the request by "
-                f"{decision.retry_after:.3f} s, more than max_wait={policy.max_wait} s",
+                f"{reservation.wait:.3f} s, more than max_wait={policy.max_wait} s",
                 request=request,
                 host=host,
-                retry_after=decision.retry_after,
+                retry_after=reservation.wait,
             )
-        if decision.reservation is None:
+        limited.reserved_at = self._context.clock.monotonic()
+        limited.ticket = reservation.ticket
+        limited.wait = reservation.wait
+        if reservation.ticket is None and reservation.wait <= 0.0:
             self._context.events.rate_limit_wait(host, 0.0)
         elif _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s waits %.3f s",
                 host,
-                decision.delay,
-                extra={"host": host, "wait": decision.delay},
+                reservation.wait,
+                extra={"host": host, "wait": reservation.wait},
             )
-        return _Limited(limiter, key, policy, host, now, decision.reservation)
 
-    def _remaining(
-        self,
-        limiter: GCRALimiter,
-        reservation: Reservation,
-        before: Callable[[], object] | None = None,
-    ) -> float:
-        """Seconds until the waiter's current slot; records that it sleeps until then."""
-        with limiter.lock:
-            if before is not None:
-                before()
-            start = limiter.arm(reservation)
-        return start - self._context.clock.monotonic()
-
-    def _cancelled(self, limited: _Limited, reservation: Reservation) -> None:
-        """The waiter gave up: give the slot back and wake whoever moved up."""
-        limiter = limited.limiter
-        with limiter.lock:
-            wake = limiter.cancel(reservation, self._context.clock.monotonic())
+    def _cancelled(self, limited: _Limited) -> None:
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s waiter cancelled", limited.host, extra={"host": limited.host}
             )
-        if wake is not None:
-            wake.wake()
 
-    def _finished(self, limited: _Limited, reservation: Reservation) -> None:
-        """The waiter's turn came: leave the queue, hand a moved-up slot on, report."""
-        limiter = limited.limiter
-        with limiter.lock:
-            wake = limiter.finish(reservation)
-        if wake is not None:
-            wake.wake()
+    def _finished(self, limited: _Limited) -> None:
+        """The waiter's turn came: leave the queue, report."""
+        if limited.ticket is not None:
+            limited.ticket.finish()
         limited.waited = max(0.0, self._context.clock.monotonic() - limited.reserved_at)
         self._context.events.rate_limit_wait(limited.host, limited.waited)
 
-    def _respond(self, limited: _Limited, response: httpx.Response) -> None:
-        """Record the wait on the response and apply ``Retry-After`` back-pressure."""
+    def _pause_for(self, limited: _Limited, response: httpx.Response) -> float | None:
+        """Record the wait on the response; the pause a ``Retry-After`` asks for, if any."""
         report(response)["wait"] = limited.waited
         if response.status_code not in BACK_PRESSURE_STATUSES:
-            return
+            return None
         value = response.headers.get("Retry-After")
         if value is None:
-            return
-        clock = self._context.clock
-        seconds = parse_retry_after(value, clock.wall())
+            return None
+        seconds = parse_retry_after(value, self._context.clock.wall())
         if seconds is None or seconds <= 0.0 or limited.policy.max_pause <= 0.0:
-            return  # malformed (ignored) or nothing to wait for
-        limiter = limited.limiter
-        if limiter.evicted:  # dropped while the request was in flight: pause its successor
-            limiter = self._registry.add_host(
-                limited.key, limited.policy, limited.host, clock.monotonic()
-            )
-        with limiter.lock:
-            until = limiter.pause(clock.monotonic(), seconds)
+            return None  # malformed (ignored) or nothing to wait for
+        seconds = min(seconds, limited.policy.max_pause)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s paused for %.3f s after %d Retry-After",
                 limited.host,
-                until - clock.monotonic(),
+                seconds,
                 response.status_code,
                 extra={"host": limited.host, "pause": seconds},
             )
+        return seconds
 
 
-def _registry(context: LayerContext) -> LimiterRegistry:
-    return context.shared(REGISTRY_KEY, LimiterRegistry)
+def _memo(context: LayerContext) -> _Memo:
+    return context.shared(_KEYS, _Memo)
 
 
 def _standalone(
@@ -242,39 +234,58 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         _context: LayerContext | None = None,
     ) -> None:
         super().__init__(transport, _context or _standalone(policy, hosts))
-        self._registry = _registry(self._context)
+        self._memo = _memo(self._context)
+        self._limits = self._context.stores.limits
         # time.sleep cannot be woken when a cancellation moves a waiter's slot earlier;
         # an Event wait sleeps the same way and can. An injected sleeper (a fake
         # clock) is used as given.
         self._wakeable = self._context.sleep is time.sleep
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        limited = self._reserve(request)
+        limited = self._plan(request)
         if limited is None:
             return self._next.handle_request(request)
-        if limited.reservation is not None:
-            self._wait(limited, limited.reservation)
+        policy = limited.policy
+        self._decided(
+            request,
+            limited,
+            self._limits.reserve(
+                limited.key,
+                policy.per / policy.rate,
+                policy.burst,
+                policy.max_wait,
+                policy.max_hosts,
+            ),
+        )
+        if limited.ticket is not None or limited.wait > 0.0:
+            self._wait(limited)
         response = self._next.handle_request(request)
-        self._respond(limited, response)
+        pause = self._pause_for(limited, response)
+        if pause is not None:
+            self._limits.pause(limited.key, pause)
         return response
 
-    def _wait(self, limited: _Limited, reservation: Reservation) -> None:
-        limiter = limited.limiter
+    def _wait(self, limited: _Limited) -> None:
+        ticket = limited.ticket
         try:
-            if self._wakeable:
+            if ticket is None:
+                self._context.sleep(limited.wait)
+            elif self._wakeable:
                 event = threading.Event()
-                reservation.waker = event.set
+                ticket.set_waker(event.set)
                 # The event is cleared as the slot is read, under the lock: a move-up
                 # after that sees the old slot and sets the event, ending the wait.
-                while (delay := self._remaining(limiter, reservation, event.clear)) > 0.0:
+                while (delay := ticket.remaining(event.clear)) > 0.0:
                     event.wait(delay)
             else:
-                while (delay := self._remaining(limiter, reservation)) > 0.0:
+                while (delay := ticket.remaining()) > 0.0:
                     self._context.sleep(delay)
         except BaseException:  # KeyboardInterrupt and friends: give the slot back
-            self._cancelled(limited, reservation)
+            if ticket is not None:
+                ticket.cancel()
+            self._cancelled(limited)
             raise
-        self._finished(limited, reservation)
+        self._finished(limited)
 
 
 class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
@@ -301,32 +312,54 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         _context: LayerContext | None = None,
     ) -> None:
         super().__init__(transport, _context or _standalone(policy, hosts))
-        self._registry = _registry(self._context)
+        self._memo = _memo(self._context)
+        self._limits = self._context.stores.limits
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        limited = self._reserve(request)
+        limited = self._plan(request)
         if limited is None:
             return await self._next.handle_async_request(request)
-        if limited.reservation is not None:
-            await self._wait(limited, limited.reservation)
+        policy = limited.policy
+        self._decided(
+            request,
+            limited,
+            await self._limits.areserve(
+                limited.key,
+                policy.per / policy.rate,
+                policy.burst,
+                policy.max_wait,
+                policy.max_hosts,
+            ),
+        )
+        if limited.ticket is not None or limited.wait > 0.0:
+            await self._wait(limited)
         response = await self._next.handle_async_request(request)
-        self._respond(limited, response)
+        pause = self._pause_for(limited, response)
+        if pause is not None:
+            await self._limits.apause(limited.key, pause)
         return response
 
-    async def _wait(self, limited: _Limited, reservation: Reservation) -> None:
+    async def _wait(self, limited: _Limited) -> None:
         sleep = self._context.async_sleep
-        limiter = limited.limiter
+        ticket = limited.ticket
         try:
-            while (delay := self._remaining(limiter, reservation)) > 0.0:
-                # A move-up cancels this scope; the loop then reads the slot again. No
-                # other task runs between the read and the sleep, so none is missed.
-                with anyio.CancelScope() as scope:
-                    reservation.waker = _waker(scope)
-                    await sleep(delay)
-        except BaseException:  # cancelled: give the slot back
-            self._cancelled(limited, reservation)
+            if ticket is None:
+                await sleep(limited.wait)
+            else:
+                while (delay := ticket.remaining()) > 0.0:
+                    # A move-up cancels this scope; the loop then reads the slot again.
+                    # No other task runs between the read and the sleep, so none is
+                    # missed.
+                    with anyio.CancelScope() as scope:
+                        ticket.set_waker(_waker(scope))
+                        await sleep(delay)
+        except BaseException:  # cancelled: give the slot back (a bounded store call)
+            if ticket is not None:
+                with anyio.CancelScope(shield=True):
+                    await ticket.acancel()
+            self._cancelled(limited)
             raise
-        self._finished(limited, reservation)
+        self._finished(limited)
 
 
 def _waker(scope: anyio.CancelScope) -> Callable[[], None]:

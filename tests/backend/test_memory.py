@@ -15,7 +15,6 @@ from klayengo._core.backend import (
     MemoryBackend,
     RateLimits,
     Reservation,
-    gcra_reserve,
 )
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
@@ -56,61 +55,38 @@ def test_memory_backend_implements_the_interfaces(clock: FakeClock) -> None:
 # -- breaker signal -------------------------------------------------------------------
 
 
-def test_signal_lifecycle(clock: FakeClock) -> None:
+def test_signals_share_nothing_in_one_process(clock: FakeClock) -> None:
+    """The local breaker is the state: no signal, generation 0, every lease granted."""
     signals = MemoryBackend().bind(clock=clock, events=Events()).signals
-    assert signals.get_signal("h") is None
-    opened = signals.publish_open("h", 10.0)
-    assert (opened.state, opened.remaining, opened.opened_ago) == ("open", 10.0, 0.0)
-    clock.advance(4)
-    seen = signals.get_signal("h")
-    assert seen is not None
-    assert (seen.state, seen.remaining, seen.opened_ago) == ("open", 6.0, 4.0)
-    assert seen.generation == opened.generation
-    # No probe while open with time remaining.
-    assert signals.acquire_probe("h", 1, 5.0) is None
-    clock.advance(6)
-    half = signals.get_signal("h")
-    assert half is not None and (half.state, half.remaining) == ("half_open", 0.0)
-    token = signals.acquire_probe("h", 1, 5.0)
-    assert token is not None
-    assert signals.acquire_probe("h", 1, 5.0) is None
-    signals.release_probe("h", token)
-    assert signals.acquire_probe("h", 1, 5.0) is not None
-    signals.publish_closed("h")
-    assert signals.get_signal("h") is None
-    again = signals.publish_open("h", 1.0)
-    assert again.generation > opened.generation
-    assert signals.get_signal("other") is None
+    assert signals.get_signal("http://h") is None
+    opened = signals.publish_open("http://h", 10.0)
+    assert (opened.state, opened.generation, opened.remaining) == ("open", 0, 10.0)
+    assert signals.get_signal("http://h") is None
+    tokens = [signals.acquire_probe("http://h", 1, 5.0) for _ in range(3)]
+    assert None not in tokens  # the local breaker bounds its own probes
+    signals.release_probe("http://h", "local")
+    signals.publish_closed("http://h")
 
 
-def test_probe_slots_and_lease_expiry(clock: FakeClock) -> None:
-    signals = MemoryBackend().bind(clock=clock, events=Events()).signals
-    signals.publish_open("h", 1.0)
-    clock.advance(1)
-    tokens = [signals.acquire_probe("h", 3, 2.0) for _ in range(5)]
-    assert sum(t is not None for t in tokens) == 3
-    assert len({t for t in tokens if t is not None}) == 3
-    # A crashed prober never releases: its lease expires.
-    clock.advance(1.999)
-    assert signals.acquire_probe("h", 3, 2.0) is None
-    clock.advance(0.001)
-    assert signals.acquire_probe("h", 3, 2.0) is not None
-    # Releasing an expired or unknown token is harmless.
-    signals.release_probe("h", "nope")
-    signals.release_probe("unknown", "nope")
-
-
-def test_reopening_drops_the_old_generations_leases(clock: FakeClock) -> None:
-    signals = MemoryBackend().bind(clock=clock, events=Events()).signals
-    signals.publish_open("h", 1.0)
-    clock.advance(1)
-    old = signals.acquire_probe("h", 1, 60.0)
-    assert old is not None
-    signals.publish_open("h", 1.0)  # the probe failed
-    clock.advance(1)
-    assert signals.acquire_probe("h", 1, 60.0) is not None
-    signals.release_probe("h", old)  # late release of the old generation: no effect
-    assert signals.acquire_probe("h", 1, 60.0) is None
+def test_waiters_move_up_when_one_gives_up(clock: FakeClock) -> None:
+    """The memory store is the limiter core: FIFO tickets, give-back, pause re-plan."""
+    limits = MemoryBackend().bind(clock=clock, events=Events()).limits
+    assert limits.reserve("k", 1.0, 1, None).ticket is None  # the hot path
+    waiters = [limits.reserve("k", 1.0, 1, None) for _ in range(3)]
+    tickets = [w.ticket for w in waiters]
+    assert [w.wait for w in waiters] == [1.0, 2.0, 3.0]
+    assert all(t is not None for t in tickets)
+    assert tickets[0] is not None and tickets[1] is not None and tickets[2] is not None
+    woken: list[int] = []
+    tickets[2].set_waker(lambda: woken.append(2))
+    assert tickets[2].remaining() == 3.0  # the waiter sleeps until then
+    tickets[1].cancel()
+    assert woken == [2] and tickets[2].remaining() == 2.0  # moved up, and told
+    limits.pause("k", 5.0)  # re-plans the waiters not yet due
+    assert tickets[0].remaining() == 5.0 and tickets[2].remaining() == 6.0
+    clock.advance(5.0)
+    tickets[0].finish()
+    assert limits.reserve("k", 1.0, 1, None).wait == 2.0  # after the re-planned queue
 
 
 # -- rate limits ----------------------------------------------------------------------
@@ -168,26 +144,33 @@ def test_pause_delays_every_start_and_never_shortens(clock: FakeClock) -> None:
 def test_gcra_never_exceeds_the_bound(
     rate: float, burst: int, steps: list[tuple[float, float]], max_wait: float | None
 ) -> None:
-    """In any window of length W at most burst + W * rate starts, in FIFO order, none
-    during a pause; a refused request asking again after its wait is admitted."""
+    """Through the memory store: in any window of length W at most burst + W * rate
+    starts, in FIFO order, none during a pause; max_wait holds when reserving."""
+    clock = FakeClock()
+    limits = MemoryBackend().bind(clock=clock, events=Events()).limits
     interval = 1.0 / rate
-    tat, paused, now, starts = 0.0, 0.0, 0.0, []
+    pauses: list[tuple[int, float]] = []  # (reservations made before it, end)
+    admitted: list[tuple[float, Reservation]] = []
     for gap, pause in steps:
-        now += gap
+        clock.advance(gap)
+        now = clock.monotonic()
         if pause:
-            paused = max(paused, now + pause)
-        tat, reservation = gcra_reserve(tat, paused, now, interval, burst, max_wait)
+            limits.pause("k", pause)
+            pauses.append((len(admitted), now + pause))
+        reservation = limits.reserve("k", interval, burst, max_wait)
         if reservation.admitted:
             assert max_wait is None or reservation.wait <= max_wait + 1e-9
-            assert now + reservation.wait >= paused - 1e-9
-            starts.append(now + reservation.wait)
+            admitted.append((now, reservation))
         else:
             assert max_wait is not None and reservation.wait > max_wait
-            later = now + reservation.wait
-            _, again = gcra_reserve(tat, paused, later, interval, burst, max_wait)
-            assert again.admitted and again.wait == pytest.approx(0.0, abs=1e-9)
-    # FIFO (up to the float noise of now + (start - now)).
-    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(starts))
+            assert reservation.ticket is None
+    # Each start as finally planned (a later pause may have moved a waiter's slot).
+    end = clock.monotonic()
+    starts = [at + r.wait if r.ticket is None else end + r.ticket.remaining() for at, r in admitted]
+    for index, start in enumerate(starts):
+        for made_before, until in pauses:
+            assert not (index >= made_before and start < until - 1e-9), "started in a pause"
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(starts))  # FIFO
     assert max_excess(starts, rate, burst) <= 1e-6
 
 
@@ -250,14 +233,18 @@ async def test_async_forms_match_the_sync_ones(clock: FakeClock) -> None:
     stores = MemoryBackend().bind(clock=clock, events=events)
     assert await stores.signals.aget_signal("h") is None
     opened = await stores.signals.apublish_open("h", 1.0)
-    assert opened.state == "open"
-    assert await stores.signals.aacquire_probe("h", 1, 1.0) is None
-    clock.advance(1)
+    assert (opened.state, opened.generation) == ("open", 0)
     token = await stores.signals.aacquire_probe("h", 1, 1.0)
     assert token is not None
     await stores.signals.arelease_probe("h", token)
     await stores.signals.apublish_closed("h")
     assert await stores.signals.aget_signal("h") is None
+    waiter = await stores.limits.areserve("w", 1.0, 1, None)
+    assert waiter.ticket is None
+    waiter = await stores.limits.areserve("w", 1.0, 1, None)
+    assert waiter.ticket is not None
+    await waiter.ticket.acancel()
+    assert (await stores.limits.areserve("w", 1.0, 1, None)).wait == 1.0  # given back
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == 0.0
     await stores.limits.apause("k", 3.0)
     assert (await stores.limits.areserve("k", 1.0, 1, None)).wait == pytest.approx(3.0)

@@ -349,9 +349,10 @@ def test_fails_open_while_down_and_shares_again_after_restart(
             a.cache.set("c", b"local", 60)
             assert a.cache.get("c") == b"local"
             time.sleep(0.01)
-        # Local state works while Redis is away.
-        a.signals.publish_open("local", 60.0)
-        assert a.signals.get_signal("local") is not None
+        # While Redis is away, breakers decide locally: no signal, every lease granted.
+        assert a.signals.publish_open("local", 60.0).generation == 0
+        assert a.signals.get_signal("local") is None
+        assert a.signals.acquire_probe("local", 1, 1.0) is not None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "using local state" in warnings[0].getMessage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -96,3 +97,131 @@ def limited_starts(
     for worker in workers:
         worker.join()
     return starts, len(events.errors)
+
+
+# -- through the clients ------------------------------------------------------------------
+
+
+def client_trips_breaker(url: str, prefix: str, target: str) -> int:
+    """A ResilientClient whose upstream fails: its breaker trips and publishes the opening.
+
+    Returns how many requests reached the upstream.
+    """
+    import httpx
+
+    import klayengo
+
+    calls: list[str] = []
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(503)
+
+    with (
+        klayengo.RedisBackend(url, prefix=prefix, timeout=0.5) as backend,
+        klayengo.ResilientClient(
+            transport=httpx.MockTransport(failing),
+            backend=backend,
+            retry=None,
+            metrics=False,
+            breaker=klayengo.CircuitBreakerPolicy(consecutive_failures=2, open_duration=30),
+        ) as client,
+    ):
+        for _ in range(2):
+            assert client.get(target).status_code == 503
+        assert client.breaker_state(target) == "open"
+    return len(calls)
+
+
+def client_probes(url: str, prefix: str, target: str, start_at: float, threads: int) -> int:
+    """``threads`` threads send one request each at ``start_at`` to a half-open origin
+    whose upstream answers slowly; returns how many reached the upstream."""
+    import httpx
+
+    import klayengo
+
+    calls: list[str] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        time.sleep(0.5)
+        return httpx.Response(200)
+
+    backend = klayengo.RedisBackend(url, prefix=prefix, timeout=0.5)
+    client = klayengo.ResilientClient(
+        transport=httpx.MockTransport(slow),
+        backend=backend,
+        retry=None,
+        metrics=False,
+        breaker=klayengo.CircuitBreakerPolicy(half_open_max_calls=2),
+    )
+
+    def one() -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        with contextlib.suppress(klayengo.CircuitOpenError):
+            client.get(target)
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    client.close()
+    backend.close()
+    return len(calls)
+
+
+def client_limited_starts(
+    url: str, prefix: str, rate: float, burst: int, start_at: float, until: float, threads: int
+) -> tuple[list[float], int]:
+    """Requests through a ResilientClient sharing a ``rate``/s limit, as fast as it
+    allows between two wall times. Returns the wall times the upstream saw them
+    start, and the backend errors counted by the client's metrics."""
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    import klayengo
+
+    starts: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        starts.append(time.time())
+        return httpx.Response(200)
+
+    registry = CollectorRegistry()
+    backend = klayengo.RedisBackend(url, prefix=prefix, timeout=0.5)
+    client = klayengo.ResilientClient(
+        transport=httpx.MockTransport(handler),
+        backend=backend,
+        retry=None,
+        breaker=None,
+        metrics=klayengo.MetricsPolicy(registry=registry),
+        rate_limit=klayengo.RateLimitPolicy(rate=rate, burst=burst),
+    )
+
+    def run() -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        while time.time() < until:
+            client.get("http://api.example/items")
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    errors = backend_errors(registry)
+    client.close()
+    backend.close()
+    return [t for t in starts if start_at <= t < until], int(errors)
+
+
+def backend_errors(registry: object) -> int:
+    """The sum of ``klayengo_backend_errors_total`` in a prometheus registry."""
+    return int(
+        sum(
+            sample.value
+            for metric in registry.collect()  # type: ignore[attr-defined]
+            for sample in metric.samples
+            if sample.name == "klayengo_backend_errors_total"
+        )
+    )

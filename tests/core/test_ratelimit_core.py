@@ -16,7 +16,6 @@ from klayengo._core.ratelimit import (
     Reject,
     Reservation,
 )
-from klayengo._policies import RateLimitPolicy
 
 T0 = 1000.0
 
@@ -240,35 +239,34 @@ def test_idle() -> None:
 
 def test_registry_drops_idle_limiters_first() -> None:
     reg = LimiterRegistry()
-    policy = RateLimitPolicy(rate=1, max_hosts=3)
-    busy = reg.add_host("busy", policy, "busy", T0)
+    busy = reg.add("busy", 1.0, 1, 3, T0)
     busy.reserve(T0, None)
     for name in ("a", "b"):
-        reg.add_host(name, policy, name, T0 - 10)
-    reg.add_host("c", policy, "c", T0)
+        reg.add(name, 1.0, 1, 3, T0 - 10)
+    reg.add("c", 1.0, 1, 3, T0)
     assert set(reg.host_limiters()) == {"busy", "c"}
     assert not busy.evicted
 
 
 def test_registry_drops_the_soonest_idle_when_all_are_busy() -> None:
     reg = LimiterRegistry()
-    policy = RateLimitPolicy(rate=1, max_hosts=2)
-    first = reg.add_host("first", policy, "first", T0)
+    first = reg.add("first", 1.0, 1, 2, T0)
     first.reserve(T0, None)
-    second = reg.add_host("second", policy, "second", T0)
+    second = reg.add("second", 1.0, 1, 2, T0)
     second.reserve(T0, None)
     second.reserve(T0, None)
-    reg.add_host("third", policy, "third", T0)
+    reg.add("third", 1.0, 1, 2, T0)
     assert set(reg.host_limiters()) == {"second", "third"}
     assert first.evicted and not second.evicted
     assert len(reg) == 2
 
 
-def test_registry_client_scope_shares_by_policy_value() -> None:
+def test_registry_returns_the_same_limiter_per_key() -> None:
     reg = LimiterRegistry()
-    one = reg.for_client(RateLimitPolicy(rate=5, scope="client"), "c")
-    assert reg.for_client(RateLimitPolicy(rate=5, scope="client"), "c") is one
-    assert reg.for_client(RateLimitPolicy(rate=6, scope="client"), "c") is not one
+    one = reg.add("k", 0.2, 2, 10, T0, name="c")
+    assert reg.add("k", 0.2, 2, 10, T0) is one
+    assert reg.host("k") is one and one.name == "c"
+    assert (one.interval, one.tolerance) == (0.2, 0.2)
     assert reg.host("x") is None
 
 

@@ -22,12 +22,19 @@ from klayengo import (
     RateLimitPolicy,
     RateLimitTransport,
 )
+from klayengo._core.backend import MemoryState
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
 from klayengo._core.ratelimit import LimiterRegistry
 from klayengo._transports._context import LayerContext
-from klayengo._transports.ratelimit import REGISTRY_KEY
+
+
+def limiters(context: LayerContext) -> LimiterRegistry:
+    """The in-memory limiters behind a context's (default) rate-limit store."""
+    state = context.stores.limits._state  # type: ignore[attr-defined]
+    assert isinstance(state, MemoryState)
+    return state.limiters
 
 
 class Recorder(Events):
@@ -174,10 +181,8 @@ def test_scope_host_keeps_one_limiter_per_origin(
     run(setup, ["http://a.test/1", "http://b.test/1", "https://a.test/", "http://a.test:80/2"])
     # a.test over http and over https are distinct origins; :80 is http's default.
     assert setup.send_times() == [0, 0, 0, 1]
-    registry = setup.context.peek(REGISTRY_KEY)
-    assert isinstance(registry, LimiterRegistry)
-    names = sorted(lim.name for lim in registry.host_limiters().values())
-    assert names == ["a.test", "a.test", "b.test"]
+    names = sorted(lim.name for lim in limiters(setup.context).host_limiters().values())
+    assert names == ["test|http://a.test", "test|http://b.test", "test|https://a.test"]
 
 
 def test_scope_client_shares_one_limiter(run: Callable[..., list[httpx.Response]]) -> None:
@@ -329,8 +334,7 @@ async def test_async_cancelled_waiter_gives_its_slot_back() -> None:
         await c.get("http://a.test/")
         with anyio.move_on_after(0.01):
             await c.get("http://a.test/")  # waits "forever" for t+1, then is cancelled
-        registry = context.peek(REGISTRY_KEY)
-        (limiter,) = registry.host_limiters().values()
+        (limiter,) = limiters(context).host_limiters().values()
         assert not limiter.pending
         assert limiter.tat == pytest.approx(1001.0)  # only the first request's slot is taken
 
@@ -449,8 +453,7 @@ def test_evicted_limiter_is_looked_up_again() -> None:
     setup = Setup(RateLimitPolicy(rate=1, max_hosts=1))
     with setup.client() as client:
         client.get("http://a.test/")
-        registry = setup.context.peek(REGISTRY_KEY)
-        (stale,) = registry.host_limiters().values()
+        (stale,) = limiters(setup.context).host_limiters().values()
         setup.clock.advance(5)  # a.test is idle now
         client.get("http://b.test/")  # evicts a.test
         assert stale.evicted
