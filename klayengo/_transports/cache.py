@@ -69,6 +69,14 @@ _log = logging.getLogger("klayengo")
 #: How long a coalesced waiter waits for its leader when the request has no
 #: complete timeout to go by; past it the waiter sends its own request.
 COALESCE_WAIT_FALLBACK: Final = 60.0
+#: How long (seconds) misses of a key whose last response could not be stored
+#: (``no-store``, ``Vary: *``) go upstream side by side instead of being coalesced
+#: (Varnish's "hit-for-miss"): their waiters could not share the leader's response
+#: anyway, so coalescing them only queued identical requests one round trip behind
+#: each other. A response that can be stored ends it at once.
+UNCACHEABLE_MEMORY: Final = 60.0
+#: Keys remembered as uncacheable at most; past it the memory starts over.
+UNCACHEABLE_KEYS: Final = 4096
 #: The per-client salt of the credential digests, in bytes.
 _SALT_BYTES: Final = 16
 _STORE_KEY: Final = "cache.store"
@@ -112,7 +120,20 @@ class CacheState:
         self.store: CacheStore = store
         self.keys = KeyMaker(os.urandom(_SALT_BYTES))
         self.flights: dict[str, _Flight] = {}
+        #: key -> monotonic time until which its misses are not coalesced.
+        self.uncacheable: dict[str, float] = {}
         self.lock = threading.Lock()
+
+    def coalescing(self, key: str, now: float) -> bool:
+        """Whether misses of ``key`` wait for one another (see :data:`UNCACHEABLE_MEMORY`)."""
+        until = self.uncacheable.get(key)
+        return until is None or until <= now
+
+    def mark_uncacheable(self, key: str, until: float) -> None:
+        uncacheable = self.uncacheable
+        if len(uncacheable) >= UNCACHEABLE_KEYS and key not in uncacheable:
+            uncacheable.clear()  # hostile churn costs coalescing, never memory
+        uncacheable[key] = until
 
     def join(self, key: str, make_event: Callable[[], Any]) -> tuple[_Flight, bool]:
         """The flight for ``key`` and whether the caller leads it."""
@@ -451,6 +472,7 @@ class _CacheLogic:
         if entry.keep_until <= self._context.clock.monotonic():
             return False  # neither fresh nor usable stale, nor worth revalidating
         store.set(entry.key, entry)
+        self._state.uncacheable.pop(plan.key, None)  # storable again: coalesce again
         if entry.key != plan.primary:
             keep_until = entry.keep_until
             old = store.get(plan.primary)
@@ -470,6 +492,12 @@ class _CacheLogic:
         """
         key, reason = self._storable(plan, response)
         if key is None:
+            if reason == "vary-star" or (
+                reason == "no-store" and not plan.facts.directives.no_store
+            ):
+                # The resource says so itself (not this request): stop coalescing it.
+                now = self._context.clock.monotonic()
+                self._state.mark_uncacheable(plan.key, now + UNCACHEABLE_MEMORY)
             self._state.finish(plan.key, plan.flight)
             self._report(response, plan, "miss", why=f"not stored: {reason}")
             return None
@@ -698,7 +726,11 @@ class CacheTransport(_CacheLogic, SyncLayer):
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
-        if policy.coalesce and not plan.facts.pass_through:
+        if (
+            policy.coalesce
+            and not plan.facts.pass_through
+            and self._state.coalescing(plan.key, plan.now)
+        ):
             flight, leader = self._state.join(plan.key, threading.Event)
             if not leader:
                 return self._wait(plan, flight)
@@ -781,7 +813,11 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
-        if policy.coalesce and not plan.facts.pass_through:
+        if (
+            policy.coalesce
+            and not plan.facts.pass_through
+            and self._state.coalescing(plan.key, plan.now)
+        ):
             flight, leader = self._state.join(plan.key, anyio.Event)
             if not leader:
                 return await self._wait(plan, flight)
