@@ -127,3 +127,47 @@ def machine() -> str:
         f"({platform.python_implementation()}) on {platform.system()} {platform.release()}\n"
         f"- klayengo {version('klayengo')}; {versions}"
     )
+
+
+# -- targets: each section states its targets next to the measured figures, and the
+# runner gathers them into the "Where we stand" table at the top of RESULTS.md.
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of one section, as measured in this run.
+
+    ``met`` is None for a figure reported without a pass/fail target.
+    """
+
+    section: str
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+
+
+_TARGETS: list[Target] = []
+
+
+def verdict(met: bool | None) -> str:
+    return "info" if met is None else ("met" if met else "**NOT met**")
+
+
+def target(section: str, name: str, goal: str, measured: str, met: bool | None) -> str:
+    """Record a target for the summary; returns the Markdown line stating it in place."""
+    _TARGETS.append(Target(section, name, goal, measured, met))
+    return f"- TARGET {name}: {goal}; measured {measured} ({verdict(met)})"
+
+
+def take_targets() -> list[Target]:
+    """The targets recorded since the last call (the runner calls it per section)."""
+    taken = list(_TARGETS)
+    _TARGETS.clear()
+    return taken
+
+
+def summary(targets: Sequence[Target]) -> str:
+    """The "Where we stand" table."""
+    rows = [[t.section, t.name, t.goal, t.measured, verdict(t.met)] for t in targets]
+    return table(["section", "what", "target", "measured", "status"], rows)

@@ -13,8 +13,10 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
@@ -59,6 +61,35 @@ def server_process() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def sync_rate(client: Any, url: str, n: int) -> float:
+    """Requests/s of ``n`` sequential GETs of ``url`` through an httpx-like client."""
+    start = time.perf_counter()
+    for _ in range(n):
+        client.get(url)
+    return n / (time.perf_counter() - start)
+
+
+async def async_rate(client: Any, url: str, n: int, concurrency: int) -> float:
+    """Requests/s of ``n`` GETs of ``url`` by ``concurrency`` tasks sharing ``client``.
+
+    Lives here, with no klayengo import, so that the sniffio probe can run it in a
+    child process where ``sniffio`` is blocked (klayengo itself imports sniffio).
+    """
+    import anyio
+
+    per_task = n // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await client.get(url)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return per_task * concurrency / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ import time
 import traceback
 from pathlib import Path
 
-from ._common import machine
+from ._common import Target, machine, summary, take_targets
 
 SECTIONS = ["stack", "cache", "breaker", "ratelimit", "retry", "metrics", "scale", "redis"]
 RESULTS = Path(__file__).with_name("RESULTS.md")
+#: Hand-written before/after figures of the profiling work, appended to RESULTS.md.
+PROFILING_NOTES = Path(__file__).with_name("PROFILING.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         machine().replace("klayengo not installed", f"klayengo {klayengo.__version__}"),
         "",
     ]
+    machine_at = len(parts) - 4  # the summary goes before "## Machine"
     failed = 0
+    targets: list[Target] = []
+    take_targets()  # start clean
     for name in chosen:
         module_name = f"benchmarks.bench_{name}"
         try:
@@ -65,8 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             failed += 1
             parts.append(f"## {name}\n\nFAILED:\n\n```\n{traceback.format_exc()}```")
+            take_targets()  # a partial section states nothing
+            targets.append(Target(name, "the whole section", "runs", "FAILED (see below)", False))
+        else:
+            targets += take_targets()
         parts.append("")
         print(f"  {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    where = [
+        "## Where we stand",
+        "",
+        "Every target of every section, as measured in this run (details and spreads in "
+        "the sections below; `info` rows have no pass/fail target).",
+        "",
+        summary(targets),
+        "",
+    ]
+    parts[machine_at:machine_at] = where
+    if PROFILING_NOTES.exists():
+        parts.append(PROFILING_NOTES.read_text())
     text = "\n".join(parts).rstrip() + "\n"
     if set(chosen) == set(SECTIONS):
         RESULTS.write_text(text)

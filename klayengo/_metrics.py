@@ -112,9 +112,6 @@ RATE_LIMIT_WAIT_BUCKETS: Final = (
 METRICS_KEY: Final = "metrics"
 #: Distinct ``operation`` values of ``klayengo_backend_errors_total`` per client.
 MAX_BACKEND_OPERATIONS: Final = 32
-# (scheme, netloc) -> host label memo per store; cleared when full (hostile churn
-# then costs time, never memory).
-_URL_MEMO_SIZE: Final = 4096
 
 
 class _Histogram:
@@ -174,7 +171,6 @@ class ClientMetrics(Events):
         "_retries",
         "_retry_budget",
         "_transitions",
-        "_url_hosts",
         "client",
         "hosts",
         "live",
@@ -185,7 +181,6 @@ class ClientMetrics(Events):
         self.hosts = HostLabels(max_hosts)
         self.live = 0
         self._lock = threading.Lock()
-        self._url_hosts: dict[tuple[str, bytes], str] = {}
         self._requests: dict[tuple[str, str], RequestSeries] = {}
         self._host_series: dict[str, _HostSeries] = {}
         self._retries: dict[tuple[str, str], int] = {}
@@ -223,15 +218,8 @@ class ClientMetrics(Events):
 
     # -- requests (the outermost layer) --------------------------------------------
     def host_of(self, url: httpx.URL) -> str:
-        """The ``host`` label of ``url``, memoized by (scheme, netloc)."""
-        key = (url.scheme, url.netloc)
-        found = self._url_hosts.get(key)
-        if found is None:
-            found = self.hosts.label(host_key(url))
-            if len(self._url_hosts) >= _URL_MEMO_SIZE:
-                self._url_hosts.clear()
-            self._url_hosts[key] = found
-        return found
+        """The ``host`` label of ``url`` (host keys are memoized in ``_core.hosts``)."""
+        return self.hosts.label(host_key(url))
 
     def _series(self, host: str, method: str) -> RequestSeries:
         with self._lock:

@@ -401,14 +401,18 @@ class MemoryState:
         clock: Clock,
         max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation:
+        monotonic, lookup = clock.monotonic, self.limiters.host
+        tolerance = (burst - 1) * interval
         while True:
-            limiter = self._limiter(key, interval, burst, max_keys, clock.monotonic())
+            limiter = lookup(key)
+            if limiter is None:  # the clock is read for a creation only: the hot path reads it once
+                limiter = self.limiters.add(key, interval, burst, max_keys, monotonic(), name=key)
             with limiter.lock:
                 if limiter.evicted:  # dropped after the lookup: look again
                     continue
-                if limiter.interval != interval or limiter.tolerance != (burst - 1) * interval:
+                if limiter.interval != interval or limiter.tolerance != tolerance:
                     limiter.configure(interval, burst)  # created by a pause, or a new policy
-                decision = limiter.reserve(clock.monotonic(), max_wait)
+                decision = limiter.reserve(monotonic(), max_wait)
             break
         if decision is ADMIT_NOW:
             return ADMITTED
@@ -475,6 +479,10 @@ class _LocalSignals:
 
     __slots__ = ()
 
+    #: The async methods never wait for anything: an async layer may call the sync
+    #: ones directly and save a coroutine per request.
+    local: Final = True
+
     def get_signal(self, key: str) -> BreakerSignal | None:
         return None
 
@@ -512,6 +520,10 @@ LOCAL_SIGNALS: Final = _LocalSignals()
 
 class _MemoryLimits:
     __slots__ = ("_clock", "_state")
+
+    #: The async methods never wait for anything: an async layer may call the sync
+    #: ones directly and save a coroutine per request.
+    local: Final = True
 
     def __init__(self, state: MemoryState, clock: Clock) -> None:
         self._state = state

@@ -172,14 +172,35 @@ def _split_directives(value: str) -> Iterable[str]:
     yield value[start:]
 
 
+#: Distinct short ``Cache-Control`` values whose parse is memoized (a server sends
+#: the same few again and again); past it the memo starts over.
+CC_MEMO_SIZE: Final = 512
+#: Longest value set (in characters) that is memoized.
+_CC_MEMO_MAX_LENGTH: Final = 256
+_cc_memo: dict[tuple[str, ...], CacheControl] = {}
+
+
 def parse_cache_control(values: Iterable[str]) -> CacheControl:
     """Parse ``Cache-Control`` field values (several lines allowed); never raises.
 
     Names are case-insensitive; the first occurrence of a directive wins (RFC 9111
     §4.2.1); quoted arguments are accepted (§5.2). A malformed ``max-age`` becomes 0
     (the response is stale, the conservative reading); other malformed arguments
-    are ignored; unknown directives are ignored.
+    are ignored; unknown directives are ignored. Results (immutable) of short values
+    are memoized.
     """
+    values = tuple(values)
+    found = _cc_memo.get(values)
+    if found is None:
+        found = _parse_cache_control(values)
+        if sum(map(len, values)) <= _CC_MEMO_MAX_LENGTH:
+            if len(_cc_memo) >= CC_MEMO_SIZE:
+                _cc_memo.clear()
+            _cc_memo[values] = found
+    return found
+
+
+def _parse_cache_control(values: Iterable[str]) -> CacheControl:
     found: dict[str, object] = {}
     budget = _MAX_CC_LENGTH
     for value in values:

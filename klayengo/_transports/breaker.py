@@ -478,6 +478,9 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
             _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
         self._gate = _Gate(self._context)
+        # In-process signals answer without waiting: read them directly rather than
+        # through a coroutine per request.
+        self._local = bool(getattr(self._gate.signals, "local", False))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
@@ -487,7 +490,11 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
         signals = gate.signals
         key = call.breaker.signal_key
         try:
-            if gate.check(call, await signals.aget_signal(key), request):
+            if self._local:
+                signal = signals.get_signal(key)
+            else:
+                signal = await signals.aget_signal(key)
+            if gate.check(call, signal, request):
                 policy = call.breaker.policy
                 token = await signals.aacquire_probe(
                     key, policy.half_open_max_calls, _lease_ttl(request)
@@ -508,7 +515,9 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
             with anyio.CancelScope(shield=True):  # bounded by the store's timeout
                 await self._settle(call, None)
             raise
-        await self._settle(call, gate.completed(call, response))
+        publish = gate.completed(call, response)
+        if publish is not None or call.token is not None:
+            await self._settle(call, publish)
         return response
 
     async def _settle(self, call: _Call, publish: str | None) -> None:

@@ -73,6 +73,14 @@ _log = logging.getLogger("klayengo")
 #: How long a coalesced waiter waits for its leader when the request has no
 #: complete timeout to go by; past it the waiter sends its own request.
 COALESCE_WAIT_FALLBACK: Final = 60.0
+#: How long (seconds) misses of a key whose last response could not be stored
+#: (``no-store``, ``Vary: *``) go upstream side by side instead of being coalesced
+#: (Varnish's "hit-for-miss"): their waiters could not share the leader's response
+#: anyway, so coalescing them only queued identical requests one round trip behind
+#: each other. A response that can be stored ends it at once.
+UNCACHEABLE_MEMORY: Final = 60.0
+#: Keys remembered as uncacheable at most; past it the memory starts over.
+UNCACHEABLE_KEYS: Final = 4096
 _STORE_KEY: Final = "cache.store"
 _NO_TIME: Final = datetime.timedelta(0)
 #: httpx keeps a read body in ``Response._content`` (0.27, 0.28); a hit with an
@@ -82,12 +90,17 @@ _PRELOAD: Final = hasattr(httpx.Response(200, content=b""), "_content")
 
 # -- per-client state ------------------------------------------------------------------
 class _Flight:
-    """One in-flight upstream request that identical misses wait for."""
+    """One in-flight upstream request that identical misses wait for.
+
+    The event is created by the first waiter, under the state's lock: most misses
+    have no waiter, and an event (a lock and a condition) was a tenth of a miss's
+    cost.
+    """
 
     __slots__ = ("entry", "error", "event", "finished", "result")
 
-    def __init__(self, event: Any) -> None:
-        self.event = event
+    def __init__(self) -> None:
+        self.event: Any = None
         self.entry: CacheEntry | None = None
         self.error: httpx.TransportError | None = None
         self.finished = False
@@ -101,6 +114,8 @@ class CacheState:
         self.store = store
         self._keys = KeyMaker(self.store.key_salt)
         self.flights: dict[str, _Flight] = {}
+        #: key -> monotonic time until which its misses are not coalesced.
+        self.uncacheable: dict[str, float] = {}
         self.lock = threading.Lock()
 
     @property
@@ -113,13 +128,27 @@ class CacheState:
             keys = self._keys = KeyMaker(salt)
         return keys
 
+    def coalescing(self, key: str, now: float) -> bool:
+        """Whether misses of ``key`` wait for one another (see :data:`UNCACHEABLE_MEMORY`)."""
+        until = self.uncacheable.get(key)
+        return until is None or until <= now
+
+    def mark_uncacheable(self, key: str, until: float) -> None:
+        uncacheable = self.uncacheable
+        if len(uncacheable) >= UNCACHEABLE_KEYS and key not in uncacheable:
+            uncacheable.clear()  # hostile churn costs coalescing, never memory
+        uncacheable[key] = until
+
     def join(self, key: str, make_event: Callable[[], Any]) -> tuple[_Flight, bool]:
         """The flight for ``key`` and whether the caller leads it."""
         with self.lock:
             flight = self.flights.get(key)
             if flight is not None:
+                # Still in `flights`, so not finished: `finish` will see this event.
+                if flight.event is None:
+                    flight.event = make_event()
                 return flight, False
-            flight = self.flights[key] = _Flight(make_event())
+            flight = self.flights[key] = _Flight()
             return flight, True
 
     def finish(
@@ -144,7 +173,9 @@ class CacheState:
             flight.entry, flight.error, flight.result = entry, error, result
             if self.flights.get(key) is flight:
                 del self.flights[key]
-        flight.event.set()
+            event = flight.event
+        if event is not None:
+            event.set()
 
 
 # -- one request's plan ----------------------------------------------------------------
@@ -457,6 +488,12 @@ class _CacheLogic:
         """
         key, reason = self._storable(plan, response)
         if key is None:
+            if reason == "vary-star" or (
+                reason == "no-store" and not plan.facts.directives.no_store
+            ):
+                # The resource says so itself (not this request): stop coalescing it.
+                now = self._context.clock.monotonic()
+                self._state.mark_uncacheable(plan.key, now + UNCACHEABLE_MEMORY)
             self._state.finish(plan.key, plan.flight)
             self._report(response, plan, "miss", why=f"not stored: {reason}")
             return None
@@ -704,7 +741,11 @@ class CacheTransport(_CacheLogic, SyncLayer):
         plan = self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
-        if policy.coalesce and not plan.facts.pass_through:
+        if (
+            policy.coalesce
+            and not plan.facts.pass_through
+            and self._state.coalescing(plan.key, plan.now)
+        ):
             flight, leader = self._state.join(plan.key, threading.Event)
             if not leader:
                 return self._wait(plan, flight)
@@ -731,6 +772,7 @@ class CacheTransport(_CacheLogic, SyncLayer):
             return False
         store = self._state.store
         store.set(entry.key, entry)
+        self._state.uncacheable.pop(plan.key, None)  # storable again: coalesce again
         if entry.key != plan.primary:
             store.set(plan.primary, self._vary_index(entry, store.get(plan.primary)))
         return True
@@ -834,7 +876,11 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
         plan = await self._begin(request, policy)
         if not isinstance(plan, _Plan):
             return plan
-        if policy.coalesce and not plan.facts.pass_through:
+        if (
+            policy.coalesce
+            and not plan.facts.pass_through
+            and self._state.coalescing(plan.key, plan.now)
+        ):
             flight, leader = self._state.join(plan.key, anyio.Event)
             if not leader:
                 return await self._wait(plan, flight)
@@ -858,6 +904,7 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
             return False
         store = self._state.store
         await store.aset(entry.key, entry)
+        self._state.uncacheable.pop(plan.key, None)  # storable again: coalesce again
         if entry.key != plan.primary:
             index = self._vary_index(entry, await store.aget(plan.primary))
             await store.aset(plan.primary, index)

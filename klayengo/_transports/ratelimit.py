@@ -33,7 +33,8 @@ import httpx
 
 from .._core.backend import Reservation, Ticket
 from .._core.headers import parse_retry_after
-from .._core.hosts import host_key
+from .._core.hosts import Origin, host_key
+from .._core.hosts import origin as url_origin
 from .._core.options import EXTENSION_KEY, request_options
 from .._core.report import report
 from .._exceptions import RateLimitExceeded
@@ -59,7 +60,7 @@ class _Memo:
     __slots__ = ("origins", "policies")
 
     def __init__(self) -> None:
-        self.origins: dict[tuple[str, bytes, int | None], tuple[str, str]] = {}
+        self.origins: dict[Origin, tuple[str, str]] = {}
         self.policies: dict[RateLimitPolicy, str] = {}
 
 
@@ -109,9 +110,8 @@ class _RateLimitMixin:
             return None
         memo = self._memo
         if policy.scope == "host":
-            # httpx normalizes the scheme and host to lower case and a default port
-            # to None, so this triple names the origin (hosts.origin()) cheaply.
-            origin = (url.scheme, url.raw_host, url.port)
+            # Memoized per URL object and per host: the layers above already asked.
+            origin = url_origin(url)
             found = memo.origins.get(origin)
             if found is None:
                 if len(memo.origins) >= _KEYS_MEMO_SIZE:
@@ -150,12 +150,14 @@ class _RateLimitMixin:
                 host=host,
                 retry_after=reservation.wait,
             )
+        if reservation.ticket is None and reservation.wait <= 0.0:
+            # The hot path: no wait, so no clock read for measuring one.
+            self._context.events.rate_limit_wait(host, 0.0)
+            return
         limited.reserved_at = self._context.clock.monotonic()
         limited.ticket = reservation.ticket
         limited.wait = reservation.wait
-        if reservation.ticket is None and reservation.wait <= 0.0:
-            self._context.events.rate_limit_wait(host, 0.0)
-        elif _log.isEnabledFor(logging.DEBUG):
+        if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s waits %.3f s",
                 host,
@@ -314,23 +316,21 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         super().__init__(transport, _context or _standalone(policy, hosts))
         self._memo = _memo(self._context)
         self._limits = self._context.stores.limits
+        # An in-process store decides without waiting for anything: call it directly
+        # rather than through a coroutine (a third of this layer's own cost).
+        self._local = bool(getattr(self._limits, "local", False))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         limited = self._plan(request)
         if limited is None:
             return await self._next.handle_async_request(request)
         policy = limited.policy
-        self._decided(
-            request,
-            limited,
-            await self._limits.areserve(
-                limited.key,
-                policy.per / policy.rate,
-                policy.burst,
-                policy.max_wait,
-                policy.max_hosts,
-            ),
-        )
+        args = (limited.key, policy.per / policy.rate, policy.burst, policy.max_wait)
+        if self._local:
+            reservation = self._limits.reserve(*args, policy.max_hosts)
+        else:
+            reservation = await self._limits.areserve(*args, policy.max_hosts)
+        self._decided(request, limited, reservation)
         if limited.ticket is not None or limited.wait > 0.0:
             await self._wait(limited)
         response = await self._next.handle_async_request(request)

@@ -142,3 +142,19 @@ def test_ipv6_patterns() -> None:
     )
     assert r.resolve(httpx.URL("http://[::1]:8080/")).breaker is None
     assert r.resolve(httpx.URL("http://[::1]:9090/")).breaker == STRICT
+
+
+def test_host_names_are_memoized_correctly_and_bounded() -> None:
+    from klayengo._core import hosts
+
+    urls = [httpx.URL(f"https://h{i % 7}.Example:{8000 + i % 3}/p?q={i}") for i in range(50)]
+    # Same answers however the calls interleave (the one-URL slot and the memo).
+    for url in urls + urls[::-1]:
+        assert host_key(url) == f"{url.host}:{url.port}"
+        assert origin(url) == ("https", url.host, url.port)
+    default = httpx.URL("http://api.example:80/")
+    assert (host_key(default), origin(default)) == ("api.example", ("http", "api.example", 80))
+    for i in range(hosts.HOST_MEMO_SIZE + 10):
+        host_key(httpx.URL(f"http://churn-{i}.example/"))
+    assert len(hosts._memo) <= hosts.HOST_MEMO_SIZE
+    assert host_key(urls[0]) == "h0.example:8000"

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from klayengo import CircuitOpenError, MetricsPolicy, RateLimitExceeded, ResilientClient
-from klayengo._core.hosts import host_key
+from klayengo._core import hosts as hosts_module
+from klayengo._core.hosts import HOST_MEMO_SIZE, host_key
 from klayengo._core.labels import (
     ERROR_STATUS,
     LABEL_SAFE_CHARS,
@@ -199,8 +200,8 @@ def test_host_cap_100k_hosts_give_at_most_max_hosts_plus_one_values() -> None:
     hosts = {h for h, _ in snap["retries"]} | {h for h, _ in snap["transitions"]}
     assert len(hosts) <= max_hosts + 1
     assert len(store.hosts) == max_hosts
-    # The memo is bounded too.
-    assert len(store._url_hosts) <= 4096
+    # The host-key memo is bounded too.
+    assert len(hosts_module._memo) <= HOST_MEMO_SIZE
 
 
 def test_host_cap_through_a_client() -> None:

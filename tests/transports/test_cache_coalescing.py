@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from klayengo import AsyncCacheTransport, CachePolicy, CacheTransport
+from klayengo._core.clock import FakeClock
 from klayengo._core.report import report
+from klayengo._transports.cache import UNCACHEABLE_MEMORY
 from tests.transports._cache_helpers import ChunkedBody, Recorder, make_context
 
 URL = "http://api.test/slow?x=1"
@@ -108,6 +110,56 @@ def test_threads_make_their_own_requests_when_the_response_is_not_storable() -> 
     results, _ = run_threads(upstream)
     assert len(upstream.calls) == N
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in results)
+
+
+def test_misses_of_a_no_store_resource_go_side_by_side_until_it_is_storable() -> None:
+    clock = FakeClock()
+    calls: list[httpx.Request] = []
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    directive = ["no-store"]
+    hold = [False]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if hold[0]:
+            inside.release()
+            assert release.wait(5)
+        return httpx.Response(200, headers={"Cache-Control": directive[0]})
+
+    context = make_context(CachePolicy(), clock=clock)
+    client = httpx.Client(transport=CacheTransport(httpx.MockTransport(handler), _context=context))
+    state = context.peek("cache.store")
+    key = f"GET {URL}"
+    client.get(URL)  # the resource says no-store
+    assert not state.coalescing(key, clock.monotonic())
+    hold[0] = True
+    threads = [threading.Thread(target=client.get, args=(URL,)) for _ in range(N)]
+    for thread in threads:
+        thread.start()
+    # All of them reach the upstream before any has an answer: nobody waits for a leader.
+    for _ in range(N):
+        assert inside.acquire(timeout=5)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert len(calls) == N + 1
+    hold[0] = False
+    clock.advance(UNCACHEABLE_MEMORY)
+    assert state.coalescing(key, clock.monotonic())  # forgotten after a while
+    client.get(URL)
+    assert not state.coalescing(key, clock.monotonic())
+    directive[0] = "max-age=60"
+    client.get(URL)  # storable now: coalesced again at once
+    assert state.coalescing(key, clock.monotonic())
+
+
+def test_a_request_saying_no_store_does_not_stop_coalescing() -> None:
+    context = make_context(CachePolicy())
+    transport = CacheTransport(httpx.MockTransport(ok), _context=context)
+    httpx.Client(transport=transport).get(URL, headers={"Cache-Control": "no-store"})
+    assert context.peek("cache.store").coalescing(f"GET {URL}", 0.0)
 
 
 def test_threads_go_alone_when_the_leader_fails_with_a_non_http_error() -> None:
