@@ -8,14 +8,12 @@ Two versions:
   are emitted exactly as those layers emit them, from inside the transport. Always runs.
 - ``test_scripted_scenario_through_the_real_layers``: the same scenario driven through
   the real cache, retry, breaker and rate-limit layers; ``test_one_part_through_its_real_layer``
-  runs each part alone. A test is skipped while a layer it needs is still the
-  foundation's placeholder in this branch, and is valid once that layer is merged.
+  runs each part alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 
 import httpx
 import pytest
@@ -32,7 +30,6 @@ from klayengo import (
     RetryPolicy,
 )
 from klayengo._core.clock import FakeClock
-from klayengo._transports import breaker, cache, ratelimit, retry
 
 K_RETRIES = 3
 H_HITS = 5
@@ -135,11 +132,11 @@ def check_ratelimit(registry: CollectorRegistry) -> None:
 Step = Callable[[ResilientClient, FakeClock, CollectorRegistry], None]
 #: The scenario's parts: layer module, what to do, what must then be counted, requests
 #: made, exceptions raised, upstream calls.
-PARTS: dict[str, tuple[ModuleType, Step, Callable[[CollectorRegistry], None], int, int, int]] = {
-    "cache": (cache, run_cache, check_cache, 1 + H_HITS, 0, 1),
-    "retry": (retry, run_retry, check_retry, 1, 0, K_RETRIES + 1),
-    "breaker": (breaker, run_breaker, check_breaker, 4, 1, 3),
-    "ratelimit": (ratelimit, run_ratelimit, check_ratelimit, 1 + R_REJECTED, R_REJECTED, 1),
+PARTS: dict[str, tuple[Step, Callable[[CollectorRegistry], None], int, int, int]] = {
+    "cache": (run_cache, check_cache, 1 + H_HITS, 0, 1),
+    "retry": (run_retry, check_retry, 1, 0, K_RETRIES + 1),
+    "breaker": (run_breaker, check_breaker, 4, 1, 3),
+    "ratelimit": (run_ratelimit, check_ratelimit, 1 + R_REJECTED, R_REJECTED, 1),
 }
 
 
@@ -147,15 +144,15 @@ def run_parts(
     names: list[str], client: ResilientClient, clock: FakeClock, registry: CollectorRegistry
 ) -> None:
     for name in names:
-        PARTS[name][1](client, clock, registry)
+        PARTS[name][0](client, clock, registry)
 
 
 def check_parts(names: list[str], registry: CollectorRegistry) -> None:
     for name in names:
-        PARTS[name][2](registry)
+        PARTS[name][1](registry)
     # Totals: exactly the logical requests and errors of these parts, nothing else.
-    assert family_total(registry, "klayengo_requests") == sum(PARTS[n][3] for n in names)
-    assert family_total(registry, "klayengo_errors") == sum(PARTS[n][4] for n in names)
+    assert family_total(registry, "klayengo_requests") == sum(PARTS[n][2] for n in names)
+    assert family_total(registry, "klayengo_errors") == sum(PARTS[n][3] for n in names)
 
 
 def test_scripted_scenario_through_the_events_sink() -> None:
@@ -224,13 +221,6 @@ def test_scripted_scenario_through_the_events_sink() -> None:
     )
 
 
-def placeholder(module: ModuleType) -> bool:
-    return (module.__doc__ or "").startswith("PLACEHOLDER")
-
-
-PLACEHOLDERS = [name for name, part in PARTS.items() if placeholder(part[0])]
-
-
 def real_layers_scenario(names: list[str]) -> None:
     clock, registry = FakeClock(), CollectorRegistry()
     upstream = dict.fromkeys(PARTS, 0)
@@ -276,28 +266,13 @@ def real_layers_scenario(names: list[str]) -> None:
     ) as client:
         run_parts(names, client, clock, registry)
     check_parts(names, registry)
-    assert upstream == {name: PARTS[name][5] if name in names else 0 for name in PARTS}
+    assert upstream == {name: PARTS[name][4] if name in names else 0 for name in PARTS}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.skipif(
-                placeholder(part[0]), reason=f"the {name} layer is still a placeholder here"
-            ),
-        )
-        for name, part in PARTS.items()
-    ],
-)
+@pytest.mark.parametrize("name", list(PARTS))
 def test_one_part_through_its_real_layer(name: str) -> None:
     real_layers_scenario([name])
 
 
-@pytest.mark.skipif(
-    bool(PLACEHOLDERS),
-    reason=f"needs every real layer; still placeholders in this branch: {PLACEHOLDERS}",
-)
 def test_scripted_scenario_through_the_real_layers() -> None:
     real_layers_scenario(list(PARTS))
