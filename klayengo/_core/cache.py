@@ -37,7 +37,7 @@ from typing import Final
 import httpx
 
 from .._policies import CachePolicy
-from .headers import MAX_DELTA_SECONDS, parse_delta_seconds, parse_http_date
+from .headers import MAX_DELTA_SECONDS, fields, parse_delta_seconds, parse_http_date
 
 __all__ = [
     "EMPTY_DIRECTIVES",
@@ -57,6 +57,7 @@ __all__ = [
     "make_entry",
     "parse_cache_control",
     "request_facts",
+    "response_fields",
     "stale_if_error_ok",
     "stale_while_revalidate_ok",
     "why_not_storable",
@@ -270,8 +271,7 @@ def request_facts(headers: httpx.Headers) -> RequestFacts:
     ``PLAIN_REQUEST`` after one pass over the raw names, without decoding anything.
     """
     seen = None
-    for raw_name, _ in headers.raw:
-        name = raw_name.lower()
+    for _, name, _ in fields(headers):
         if name in _INTERESTING:
             if seen is None:
                 seen = set()
@@ -318,9 +318,8 @@ class KeyMaker:
 
     @staticmethod
     def primary(method: str, url: httpx.URL) -> str:
-        if url.fragment:
-            url = url.copy_with(fragment=None)
-        return f"{method} {url}"
+        # httpx percent-encodes a "#" anywhere but before the fragment.
+        return f"{method} {str(url).partition('#')[0]}"
 
     def secondary(
         self,
@@ -402,8 +401,12 @@ _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 def vary_names(headers: httpx.Headers) -> tuple[str, ...] | None:
     """The lower-cased, sorted field names of ``Vary``; ``None`` when the response
     cannot be matched to requests: ``Vary: *``, or a name that is not a field name."""
+    return _vary_of(headers.get_list("vary"))
+
+
+def _vary_of(values: Iterable[str]) -> tuple[str, ...] | None:
     names: set[str] = set()
-    for value in headers.get_list("vary"):
+    for value in values:
         for part in value.split(","):
             name = part.strip().lower()
             if not name:
@@ -414,17 +417,43 @@ def vary_names(headers: httpx.Headers) -> tuple[str, ...] | None:
     return tuple(sorted(names))
 
 
+def response_fields(
+    headers: httpx.Headers,
+) -> tuple[CacheControl, tuple[str, ...] | None, str | None]:
+    """What storing a response depends on, in one pass over its raw fields.
+
+    Returns:
+        ``(Cache-Control directives, Vary names or None (see vary_names),
+        the first Content-Length value or None)``. Never raises.
+    """
+    cc: list[str] = []
+    vary: list[str] | None = None
+    length: str | None = None
+    for _, name, raw_value in fields(headers):
+        if name == b"cache-control":
+            cc.append(raw_value.decode("latin-1"))
+        elif name == b"vary":
+            if vary is None:
+                vary = []
+            vary.append(raw_value.decode("latin-1"))
+        elif name == b"content-length" and length is None:
+            length = raw_value.decode("latin-1")
+    directives = parse_cache_control(cc) if cc else EMPTY_DIRECTIVES
+    return directives, (_vary_of(vary) if vary is not None else ()), length
+
+
 def why_not_storable(
     method: str,
     status: int,
     request: RequestFacts,
     response: CacheControl,
-    response_headers: httpx.Headers,
+    vary: tuple[str, ...] | None,
     policy: CachePolicy,
 ) -> str | None:
     """RFC 9111 §3 for a private cache: ``None`` when storable, else the reason.
 
-    ``no-store`` (request or response) is never stored, even with
+    ``response`` is the response's ``Cache-Control`` and ``vary`` its
+    :func:`vary_names`. ``no-store`` (request or response) is never stored, even with
     ``respect_cache_control=False``, nor is ``Vary: *``. ``private`` is storable
     (this is a private cache), and so are responses to requests with credentials:
     those are keyed by a digest of the credentials.
@@ -435,7 +464,7 @@ def why_not_storable(
         return "status"
     if request.directives.no_store or response.no_store:
         return "no-store"
-    if vary_names(response_headers) is None:
+    if vary is None:
         return "vary-star"  # or a Vary naming something that is not a field name
     return None
 

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
-from cachetools import TLRUCache
+from cachetools import Cache, TLRUCache
 
 from .cache import CacheEntry, VaryIndex
 from .events import NULL_EVENTS, Events
@@ -66,6 +66,10 @@ if TYPE_CHECKING:
     _Base = TLRUCache[str, Record]
 else:  # cachetools < 6 is not subscriptable at run time
     _Base = TLRUCache
+
+
+#: ``key in cache`` without TLRUCache's expiry check: a plain dict lookup.
+_stored: Final = Cache.__contains__
 
 
 def _ttu(_key: str, record: Record, _now: float) -> float:
@@ -133,11 +137,17 @@ class MemoryStore:
             return int(self._cache.currsize)
 
     def get(self, key: str) -> Record | None:
-        try:
-            with self._lock:
-                return self._cache[key]
-        except KeyError:
-            return None
+        cache = self._cache
+        with self._lock:
+            # A miss is the common case on the way upstream: answer it with one dict
+            # lookup (the base class's `in`, expired records included) instead of the
+            # two KeyErrors TLRUCache raises and catches on a missing key.
+            if not _stored(cache, key):
+                return None
+            try:
+                return cache[key]
+            except KeyError:  # present but expired (now removed)
+                return None
 
     def set(self, key: str, record: Record) -> None:
         cache = self._cache

@@ -7,10 +7,37 @@ they return ``None`` ("absent"), and the caller falls back to its default.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-__all__ = ["parse_delta_seconds", "parse_http_date", "parse_retry_after"]
+import httpx
+
+__all__ = ["fields", "parse_delta_seconds", "parse_http_date", "parse_retry_after"]
+
+#: A header field as httpx keeps it: (raw name, lower-cased name, raw value).
+Field = tuple[bytes, bytes, bytes]
+
+
+def _fields_copied(headers: httpx.Headers) -> Sequence[Field]:
+    return [(name, name.lower(), value) for name, value in headers.raw]
+
+
+def _fields_direct(headers: httpx.Headers) -> Sequence[Field]:
+    return headers._list  # type: ignore[no-any-return]
+
+
+def _keeps_fields() -> bool:
+    probe = httpx.Headers([("X-A", "b")])
+    return getattr(probe, "_list", None) == [(b"X-A", b"x-a", b"b")]
+
+
+#: ``fields(headers)``: every field of ``headers`` as ``(raw name, lower-cased name,
+#: raw value)``, in order, without decoding anything. The layers scan the headers of
+#: every request and response; httpx keeps exactly these triples, so they are read in
+#: place when this httpx does (checked once, at import), else built from ``.raw``.
+#: Never modify the result.
+fields: Final = _fields_direct if _keeps_fields() else _fields_copied
 
 #: Larger values are treated as this many seconds (RFC 9111 §1.2.2: 2**31).
 MAX_DELTA_SECONDS: Final = 2**31

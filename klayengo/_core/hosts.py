@@ -285,7 +285,7 @@ class PolicyResolver:
     when full, so hostile host churn costs time, never memory.
     """
 
-    __slots__ = ("_lock", "_memo", "default", "patterns")
+    __slots__ = ("_lock", "_memo", "_uniform", "default", "patterns")
 
     def __init__(
         self,
@@ -301,6 +301,8 @@ class PolicyResolver:
         for value in self.patterns.values():
             if not isinstance(value, HostPolicy):
                 raise TypeError(f"hosts: values must be HostPolicy instances, got {value!r}")
+        # No patterns: every host gets the defaults (each layer asks on every request).
+        self._uniform = not self.patterns
         self._memo: dict[tuple[str, int | None], ResolvedPolicies] = {}
         self._lock = threading.Lock()
 
@@ -314,7 +316,7 @@ class PolicyResolver:
         )
 
     def resolve(self, url: httpx.URL) -> ResolvedPolicies:
-        if not self.patterns:
+        if self._uniform:
             return self.default
         host = _ascii_host(url)
         port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme)

@@ -49,12 +49,11 @@ from .._core.cache import (
     freshen,
     invalidates,
     make_entry,
-    parse_cache_control,
     request_facts,
+    response_fields,
     stale_if_error_ok,
     stale_while_revalidate_ok,
     validator_matches,
-    vary_names,
     why_not_storable,
 )
 from .._core.cachestore import Record
@@ -315,7 +314,8 @@ class _CacheLogic:
         if plan.lookup and isinstance(candidate, CacheEntry):
             plan.entry = candidate
         entry = plan.entry
-        plan.host = entry.host if entry is not None else host_key(plan.request.url)
+        if entry is not None:
+            plan.host = entry.host
         response = self._fresh_response(plan, now)
         plan.now = now
         return plan if response is None else response
@@ -373,10 +373,15 @@ class _CacheLogic:
         info["cache"] = result
         if attempts is not None:
             info["attempts"] = attempts
-        host = _describe(plan)
-        self._context.events.cache_result(host, result)
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("cache %s for %s (%s)", result, host, why or result, extra={"host": host})
+        events = self._context.events
+        debug = _log.isEnabledFor(logging.DEBUG)
+        if events is not NULL_EVENTS or debug:
+            host = _describe(plan)
+            events.cache_result(host, result)
+            if debug:
+                _log.debug(
+                    "cache %s for %s (%s)", result, host, why or result, extra={"host": host}
+                )
 
     def _upstream_request(self, plan: _Plan) -> httpx.Request:
         entry = plan.entry
@@ -417,36 +422,33 @@ class _CacheLogic:
         attempts = report(not_modified)["attempts"]  # the revalidation went upstream
         return self._serve(entry, plan.request, "revalidated", attempts)
 
-    def _storable(self, plan: _Plan, response: httpx.Response) -> tuple[str | None, str]:
-        """``(key, "")`` to store the response under ``key``, or ``(None, reason)``."""
-        directives = parse_cache_control(response.headers.get_list("cache-control"))
+    def _storable(
+        self, plan: _Plan, response: httpx.Response
+    ) -> tuple[str | None, str, tuple[str, ...]]:
+        """``(key, "", vary)`` to store the response under ``key``, or ``(None, reason, ())``."""
+        directives, vary, length = response_fields(response.headers)
         reason = why_not_storable(
-            plan.request.method,
-            response.status_code,
-            plan.facts,
-            directives,
-            response.headers,
-            plan.policy,
+            plan.request.method, response.status_code, plan.facts, directives, vary, plan.policy
         )
         if reason is not None:
-            return None, reason
-        length = response.headers.get("content-length")
+            return None, reason, ()
+        assert vary is not None
         if length is not None and length.isdigit() and int(length) > plan.policy.max_entry_bytes:
-            return None, "too-large"  # streams through untouched
-        vary = vary_names(response.headers) or ()
+            return None, "too-large", ()  # streams through untouched
         if vary or plan.facts.credentials or plan.indexed:
             key = self._state.keys.secondary(
                 plan.primary, plan.facts.credentials, vary, plan.request.headers
             )
         else:
             key = plan.primary
-        return key, ""
+        return key, "", vary
 
     def _entry_for(
         self,
         plan: _Plan,
         response: httpx.Response,
         key: str,
+        vary: tuple[str, ...],
         body: bytes,
         response_wall: float,
         now: float,
@@ -458,7 +460,7 @@ class _CacheLogic:
             headers=response.headers.copy(),
             body=body,
             extensions=response.extensions,
-            vary=vary_names(response.headers) or (),
+            vary=vary,
             request_wall=plan.request_wall,
             response_wall=response_wall,
             now=now,
@@ -486,7 +488,7 @@ class _CacheLogic:
         The twins' ``_complete`` gets the whole body, or None when it was not kept
         (too large, not fully read, failed), stores it and releases the waiters.
         """
-        key, reason = self._storable(plan, response)
+        key, reason, vary = self._storable(plan, response)
         if key is None:
             if reason == "vary-star" or (
                 reason == "no-store" and not plan.facts.directives.no_store
@@ -495,14 +497,14 @@ class _CacheLogic:
                 now = self._context.clock.monotonic()
                 self._state.mark_uncacheable(plan.key, now + UNCACHEABLE_MEMORY)
             self._state.finish(plan.key, plan.flight)
-            self._report(response, plan, "miss", why=f"not stored: {reason}")
+            self._report(response, plan, "miss", why="not stored: " + reason)
             return None
         clock = self._context.clock
         response_wall, now = clock.wall(), clock.monotonic()
         self._report(response, plan, "miss")
 
         def build(body: bytes) -> CacheEntry:
-            return self._entry_for(plan, response, key, body, response_wall, now)
+            return self._entry_for(plan, response, key, vary, body, response_wall, now)
 
         return build
 
@@ -760,6 +762,9 @@ class CacheTransport(_CacheLogic, SyncLayer):
         store = self._state.store
         found = store.get(primary)
         now = self._context.clock.monotonic()
+        if found is None and facts is PLAIN_REQUEST:
+            # The common miss: nothing stored, nothing asked of the cache.
+            return _Plan(request, policy, facts, primary, primary, False, None, now=now)
         hit = self._hit(request, facts, found, now)
         if hit is not None:
             return hit
@@ -893,6 +898,9 @@ class AsyncCacheTransport(_CacheLogic, AsyncLayer):
         store = self._state.store
         found = await store.aget(primary)
         now = self._context.clock.monotonic()
+        if found is None and facts is PLAIN_REQUEST:
+            # The common miss: nothing stored, nothing asked of the cache.
+            return _Plan(request, policy, facts, primary, primary, False, None, now=now)
         hit = self._hit(request, facts, found, now)
         if hit is not None:
             return hit

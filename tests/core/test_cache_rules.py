@@ -22,6 +22,7 @@ from klayengo._core.cache import (
     make_entry,
     parse_cache_control,
     request_facts,
+    response_fields,
     stale_if_error_ok,
     stale_while_revalidate_ok,
     validator_matches,
@@ -207,8 +208,10 @@ def _why(
 ):
     request = request_facts(httpx.Headers(req or {}))
     headers = httpx.Headers(resp or {})
-    directives = parse_cache_control(headers.get_list("cache-control"))
-    return why_not_storable(method, status, request, directives, headers, POLICY)
+    directives, vary, _ = response_fields(headers)
+    assert directives == parse_cache_control(headers.get_list("cache-control"))
+    assert vary == vary_names(headers)
+    return why_not_storable(method, status, request, directives, vary, POLICY)
 
 
 def test_storable_basics() -> None:
@@ -224,11 +227,8 @@ def test_no_store_in_request_or_response_is_never_stored() -> None:
     assert _why(resp={"Cache-Control": "No-Store"}) == "no-store"
     assert _why(req={"Cache-Control": "no-store"}) == "no-store"
     forced = CachePolicy(respect_cache_control=False)
-    headers = httpx.Headers({"Cache-Control": "no-store"})
     assert (
-        why_not_storable(
-            "GET", 200, PLAIN_REQUEST, parse_cache_control(["no-store"]), headers, forced
-        )
+        why_not_storable("GET", 200, PLAIN_REQUEST, parse_cache_control(["no-store"]), (), forced)
         == "no-store"
     )
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klayengo._core.headers import parse_delta_seconds, parse_http_date, parse_retry_after
+from klayengo._core import headers as headers_module
+from klayengo._core.cache import parse_cache_control, response_fields, vary_names
+from klayengo._core.headers import (
+    fields,
+    parse_delta_seconds,
+    parse_http_date,
+    parse_retry_after,
+)
 
 NOW = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
 
@@ -35,3 +43,36 @@ def test_parsers_never_raise(value: str) -> None:
 @given(st.integers(min_value=0, max_value=2**40))
 def test_delta_seconds_roundtrip(n: int) -> None:
     assert parse_delta_seconds(str(n)) == min(n, 2**31)
+
+
+_NAMES = st.sampled_from(
+    ["Cache-Control", "cache-control", "VARY", "Vary", "Content-Length", "X-Other", "Date"]
+)
+_VALUES = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    max_size=40,
+).map(str.strip)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+def test_fields_read_in_place_match_the_public_view(items: list[tuple[str, str]]) -> None:
+    """The in-place read of httpx's field list (when this httpx keeps one) gives what
+    the public ``.raw`` does, and ``response_fields`` agrees with the slower lookups."""
+    headers = httpx.Headers([(name, value.encode("latin-1")) for name, value in items])
+    expected = [(name, name.lower(), value) for name, value in headers.raw]
+    assert list(fields(headers)) == expected
+    assert list(headers_module._fields_copied(headers)) == expected
+    directives, vary, length = response_fields(headers)
+    assert directives == parse_cache_control(
+        [v.decode("latin-1") for _, n, v in expected if n == b"cache-control"]
+    )
+    if all(value.isascii() for _, value in items):
+        assert directives == parse_cache_control(headers.get_list("cache-control"))
+        assert vary == vary_names(headers)
+        lengths = headers.get_list("content-length")
+        assert length == (lengths[0] if lengths else None)
+
+
+def test_this_httpx_takes_the_in_place_read() -> None:
+    # httpx 0.28 keeps (raw, lower, value) triples: the fast path is the one in use.
+    assert fields is headers_module._fields_direct
