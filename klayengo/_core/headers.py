@@ -24,7 +24,7 @@ def _fields_copied(headers: httpx.Headers) -> Sequence[Field]:
 
 
 def _fields_direct(headers: httpx.Headers) -> Sequence[Field]:
-    return headers._list  # type: ignore[no-any-return]
+    return headers._list
 
 
 def _keeps_fields() -> bool:
