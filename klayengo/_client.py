@@ -46,6 +46,10 @@ class _Default:
 
 _DEFAULT: Any = _Default()
 
+_USE_DEFAULT: Any = httpx.USE_CLIENT_DEFAULT
+_sync_send = httpx.Client.send
+_async_send = httpx.AsyncClient.send
+
 
 def _make_context(
     *,
@@ -171,10 +175,19 @@ class ResilientClient(_ResilientMixin, httpx.Client):
             if transport is not None and not isinstance(transport, StackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
 
+    # The same parameters as httpx.Client.send (a test pins that), spelled out: no
+    # super() lookup, no keyword dict, on every request.
     def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = _USE_DEFAULT,
+        follow_redirects: Any = _USE_DEFAULT,
     ) -> httpx.Response:
-        response = super().send(request, stream=stream, **kwargs)
+        response = _sync_send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
         if not stream and not response.is_closed:
             # A cache hit arrives with its body already in memory; close it as httpx
             # closes a network response it has read, so `is_closed` reads the same.
@@ -248,9 +261,16 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
 
     async def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = _USE_DEFAULT,
+        follow_redirects: Any = _USE_DEFAULT,
     ) -> httpx.Response:
-        response = await super().send(request, stream=stream, **kwargs)
+        response = await _async_send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
         if not stream and not response.is_closed:
             # See ResilientClient.send.
             await response.aclose()

@@ -6,6 +6,7 @@ what the handler saw and what the caller got.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
@@ -398,3 +399,21 @@ def test_cache_hits_read_like_network_responses() -> None:
         with client.stream("GET", "https://x/") as streamed:
             assert streamed.extensions["klayengo"]["cache"] == "hit"
             assert b"".join(streamed.iter_raw()) == b"body"
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (klayengo.ResilientClient, httpx.Client),
+        (klayengo.AsyncResilientClient, httpx.AsyncClient),
+    ],
+)
+def test_send_takes_exactly_what_httpx_send_takes(ours: type, theirs: type) -> None:
+    # `send` spells httpx's parameters out (no **kwargs on the hot path): a parameter
+    # a new httpx adds must not go missing silently.
+    mine = inspect.signature(ours.send).parameters
+    expected = inspect.signature(theirs.send).parameters
+    assert list(mine) == list(expected)
+    for name, parameter in expected.items():
+        assert mine[name].kind == parameter.kind
+        assert mine[name].default is parameter.default

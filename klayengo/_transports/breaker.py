@@ -420,24 +420,29 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
             _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
         self._gate = _Gate(self._context)
+        # Signals of this process only: never a signal to act on, nothing to settle.
+        self._local = bool(getattr(self._gate.signals, "local", False))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
         call = gate.admit(request)
         if call is None:
             return self._next.handle_request(request)
-        signals = gate.signals
-        key = call.breaker.signal_key
-        try:
-            if gate.check(call, signals.get_signal(key), request):
-                policy = call.breaker.policy
-                token = signals.acquire_probe(key, policy.half_open_max_calls, _lease_ttl(request))
-                gate.leased(call, token, request)
-        except CircuitOpenError:
-            raise  # the permit was given back
-        except BaseException:
-            gate.cancelled(call)
-            raise
+        if not self._local:
+            signals = gate.signals
+            key = call.breaker.signal_key
+            try:
+                if gate.check(call, signals.get_signal(key), request):
+                    policy = call.breaker.policy
+                    token = signals.acquire_probe(
+                        key, policy.half_open_max_calls, _lease_ttl(request)
+                    )
+                    gate.leased(call, token, request)
+            except CircuitOpenError:
+                raise  # the permit was given back
+            except BaseException:
+                gate.cancelled(call)
+                raise
         try:
             response = self._next.handle_request(request)
         except Exception as exc:
@@ -447,7 +452,9 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
             gate.cancelled(call)
             self._settle(call, None)
             raise
-        self._settle(call, gate.completed(call, response))
+        publish = gate.completed(call, response)
+        if publish is not None or call.token is not None:
+            self._settle(call, publish)
         return response
 
     def _settle(self, call: _Call, publish: str | None) -> None:

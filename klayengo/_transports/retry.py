@@ -27,7 +27,7 @@ from httpx._content import IteratorByteStream
 from httpx._multipart import FileField, MultipartStream
 
 from .._core.hosts import host_key
-from .._core.options import EXTENSION_KEY, RequestOptions, request_options
+from .._core.options import DEFAULT_OPTIONS, EXTENSION_KEY, RequestOptions, request_options
 from .._core.report import report
 from .._core.retry import (
     Decision,
@@ -69,10 +69,10 @@ class _Body:
 
     __slots__ = ("_file", "_position", "replayable")
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, stream: object) -> None:
         self._file: Any = None
         self._position = 0
-        self.replayable = self._inspect(request.stream)
+        self.replayable = self._inspect(stream)
 
     def _inspect(self, stream: object) -> bool:
         if isinstance(stream, httpx.ByteStream):
@@ -105,6 +105,10 @@ class _Body:
         except (OSError, ValueError):
             return False
         return True
+
+
+#: The rewind of every ``httpx.ByteStream`` body: nothing to do, always replayable.
+_IN_MEMORY: Final = _Body(httpx.ByteStream(b""))
 
 
 def _seekable(file: object) -> bool:
@@ -169,7 +173,9 @@ class _Call:
         self.options = options
         self.host = host
         self.started = started
-        self.body = _Body(request)
+        stream = request.stream
+        # Most bodies are bytes in memory (every GET's is empty): share one answer.
+        self.body = _IN_MEMORY if type(stream) is httpx.ByteStream else _Body(stream)
         self.state: RetryState | None = None
 
     def current(self) -> RetryState:
@@ -196,7 +202,9 @@ class _Retrier:
 
     def _begin(self, request: httpx.Request) -> _Call | None:
         """A new call, or None when retrying is off for it."""
-        options = request_options(request)
+        options = (
+            request_options(request) if EXTENSION_KEY in request.extensions else DEFAULT_OPTIONS
+        )
         if options.retry is None:
             return None
         if isinstance(options.retry, RetryPolicy):
