@@ -108,6 +108,9 @@ RATE_LIMIT_WAIT_BUCKETS: Final = (
     30.0,
     60.0,
 )
+#: Distinct (host key, method) pairs whose series is memoized; past it the memo
+#: starts over (hostile host churn costs time, never memory).
+_SERIES_MEMO_SIZE: Final = 4096
 #: Where a client's store lives in its :class:`LayerContext` (``context.peek(METRICS_KEY)``).
 METRICS_KEY: Final = "metrics"
 #: Distinct ``operation`` values of ``klayengo_backend_errors_total`` per client.
@@ -158,6 +161,7 @@ class ClientMetrics(Events):
         "_backend_errors",
         "_breaker_rejections",
         "_breaker_state",
+        "_by_key",
         "_cache_bytes",
         "_cache_entries",
         "_cache_evictions",
@@ -182,6 +186,8 @@ class ClientMetrics(Events):
         self.live = 0
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], RequestSeries] = {}
+        #: (host key, method as sent) -> its series, so a request skips the labelling.
+        self._by_key: dict[tuple[str, str], RequestSeries] = {}
         self._host_series: dict[str, _HostSeries] = {}
         self._retries: dict[tuple[str, str], int] = {}
         self._retry_budget: dict[str, int] = {}
@@ -233,9 +239,14 @@ class ClientMetrics(Events):
 
     def request_started(self, request: httpx.Request) -> RequestSeries:
         """Count ``request`` in flight; returns what :meth:`request_finished` needs."""
-        host = self.host_of(request.url)
-        method = method_label(request.method)
-        series = self._requests.get((host, method)) or self._series(host, method)
+        hk, method = host_key(request.url), request.method
+        series = self._by_key.get((hk, method))
+        if series is None:
+            host, label = self.hosts.label(hk), method_label(method)
+            series = self._requests.get((host, label)) or self._series(host, label)
+            if len(self._by_key) >= _SERIES_MEMO_SIZE:
+                self._by_key.clear()
+            self._by_key[(hk, method)] = series
         with self._lock:
             series.host_series.in_flight += 1
         return series

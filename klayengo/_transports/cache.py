@@ -422,27 +422,6 @@ class _CacheLogic:
         attempts = report(not_modified)["attempts"]  # the revalidation went upstream
         return self._serve(entry, plan.request, "revalidated", attempts)
 
-    def _storable(
-        self, plan: _Plan, response: httpx.Response
-    ) -> tuple[str | None, str, tuple[str, ...]]:
-        """``(key, "", vary)`` to store the response under ``key``, or ``(None, reason, ())``."""
-        directives, vary, length = response_fields(response.headers)
-        reason = why_not_storable(
-            plan.request.method, response.status_code, plan.facts, directives, vary, plan.policy
-        )
-        if reason is not None:
-            return None, reason, ()
-        assert vary is not None
-        if length is not None and length.isdigit() and int(length) > plan.policy.max_entry_bytes:
-            return None, "too-large", ()  # streams through untouched
-        if vary or plan.facts.credentials or plan.indexed:
-            key = self._state.keys.secondary(
-                plan.primary, plan.facts.credentials, vary, plan.request.headers
-            )
-        else:
-            key = plan.primary
-        return key, "", vary
-
     def _entry_for(
         self,
         plan: _Plan,
@@ -488,17 +467,35 @@ class _CacheLogic:
         The twins' ``_complete`` gets the whole body, or None when it was not kept
         (too large, not fully read, failed), stores it and releases the waiters.
         """
-        key, reason, vary = self._storable(plan, response)
-        if key is None:
+        directives, vary, length = response_fields(response.headers)
+        reason = why_not_storable(
+            plan.request.method, response.status_code, plan.facts, directives, vary, plan.policy
+        )
+        if (
+            reason is None
+            and length is not None
+            and length.isdigit()
+            and int(length) > plan.policy.max_entry_bytes
+        ):
+            reason = "too-large"  # streams through untouched
+        if reason is not None:
             if reason == "vary-star" or (
                 reason == "no-store" and not plan.facts.directives.no_store
             ):
                 # The resource says so itself (not this request): stop coalescing it.
                 now = self._context.clock.monotonic()
                 self._state.mark_uncacheable(plan.key, now + UNCACHEABLE_MEMORY)
-            self._state.finish(plan.key, plan.flight)
+            if plan.flight is not None:
+                self._state.finish(plan.key, plan.flight)
             self._report(response, plan, "miss", why="not stored: " + reason)
             return None
+        assert vary is not None
+        if vary or plan.facts.credentials or plan.indexed:
+            key = self._state.keys.secondary(
+                plan.primary, plan.facts.credentials, vary, plan.request.headers
+            )
+        else:
+            key = plan.primary
         clock = self._context.clock
         response_wall, now = clock.wall(), clock.monotonic()
         self._report(response, plan, "miss")
