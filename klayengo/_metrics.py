@@ -40,11 +40,11 @@ from ._core.events import NULL_EVENTS, Events, MultiEvents
 from ._core.hosts import host_key
 from ._core.labels import (
     BREAKER_STATES,
-    CACHE_RESULTS,
     ERROR_STATUS,
     OTHER_HOST,
     OTHER_VALUE,
     HostLabels,
+    cache_result_label,
     client_label,
     error_type,
     method_label,
@@ -239,10 +239,11 @@ class ClientMetrics(Events):
 
     def request_started(self, request: httpx.Request) -> RequestSeries:
         """Count ``request`` in flight; returns what :meth:`request_finished` needs."""
-        hk, method = host_key(request.url), request.method
+        url, method = request.url, request.method
+        hk = host_key(url)
         series = self._by_key.get((hk, method))
         if series is None:
-            host, label = self.hosts.label(hk), method_label(method)
+            host, label = self.host_of(url), method_label(method)
             series = self._requests.get((host, label)) or self._series(host, label)
             if len(self._by_key) >= _SERIES_MEMO_SIZE:
                 self._by_key.clear()
@@ -263,17 +264,8 @@ class ClientMetrics(Events):
             hist.sum += duration
 
     def request_response(self, series: RequestSeries, status_code: int, duration: float) -> None:
-        """One logical request returned a response (request_finished, inlined: it runs
-        on every request)."""
-        status = status_label(status_code)
-        hist = series.duration
-        index = bisect_left(DURATION_BUCKETS, duration)
-        statuses = series.statuses
-        with self._lock:
-            series.host_series.in_flight -= 1
-            statuses[status] = statuses.get(status, 0) + 1
-            hist.counts[index] += 1
-            hist.sum += duration
+        """One logical request returned a response."""
+        self.request_finished(series, status_label(status_code), duration)
 
     def request_error(self, series: RequestSeries, exc: BaseException, duration: float) -> None:
         """One logical request raised ``exc``."""
@@ -330,10 +322,7 @@ class ClientMetrics(Events):
             hist.sum += seconds
 
     def cache_result(self, host: str, result: str) -> None:
-        key = (self.hosts.label(host), result if result in CACHE_RESULTS else OTHER_VALUE)
-        table = self._cache_results
-        with self._lock:
-            table[key] = table.get(key, 0) + 1
+        self._inc(self._cache_results, (self.hosts.label(host), cache_result_label(result)))
 
     def cache_size(self, entries: int, nbytes: int) -> None:
         with self._lock:

@@ -398,13 +398,10 @@ def _first(headers: httpx.Headers, name: str) -> str | None:
 _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 
 
-def vary_names(headers: httpx.Headers) -> tuple[str, ...] | None:
-    """The lower-cased, sorted field names of ``Vary``; ``None`` when the response
-    cannot be matched to requests: ``Vary: *``, or a name that is not a field name."""
-    return _vary_of(headers.get_list("vary"))
-
-
-def _vary_of(values: Iterable[str]) -> tuple[str, ...] | None:
+def vary_names(values: Iterable[str]) -> tuple[str, ...] | None:
+    """The lower-cased, sorted field names of the ``Vary`` field ``values``; ``None``
+    when the response cannot be matched to requests: ``Vary: *``, or a name that is
+    not a field name."""
     names: set[str] = set()
     for value in values:
         for part in value.split(","):
@@ -439,7 +436,7 @@ def response_fields(
         elif name == b"content-length" and length is None:
             length = raw_value.decode("latin-1")
     directives = parse_cache_control(cc) if cc else EMPTY_DIRECTIVES
-    return directives, (_vary_of(vary) if vary is not None else ()), length
+    return directives, (vary_names(vary) if vary is not None else ()), length
 
 
 def why_not_storable(

@@ -196,7 +196,7 @@ def _removed(context: LayerContext, hosts: list[str]) -> None:
 class _Gate:
     """Admission, classification and recording, shared by the sync and async twins."""
 
-    __slots__ = ("_clock", "_context", "_registry", "_resolver", "signals")
+    __slots__ = ("_clock", "_context", "_registry", "_resolver", "local", "signals")
 
     def __init__(self, context: LayerContext) -> None:
         self._context = context
@@ -204,6 +204,8 @@ class _Gate:
         self._clock = context.clock
         self._registry = _registry(context)
         self.signals = context.stores.signals
+        #: Signals of this process only: never a signal to act on, nothing to settle.
+        self.local = bool(getattr(self.signals, "local", False))
 
     def admit(self, request: httpx.Request) -> _Call | None:
         """A permit for ``request``; None when no breaker applies.
@@ -420,15 +422,13 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
             _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
         self._gate = _Gate(self._context)
-        # Signals of this process only: never a signal to act on, nothing to settle.
-        self._local = bool(getattr(self._gate.signals, "local", False))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
         call = gate.admit(request)
         if call is None:
             return self._next.handle_request(request)
-        if not self._local:
+        if not gate.local:
             signals = gate.signals
             key = call.breaker.signal_key
             try:
@@ -485,9 +485,6 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
             _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
         self._gate = _Gate(self._context)
-        # In-process signals answer without waiting: read them directly rather than
-        # through a coroutine per request.
-        self._local = bool(getattr(self._gate.signals, "local", False))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
@@ -497,7 +494,7 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
         signals = gate.signals
         key = call.breaker.signal_key
         try:
-            if self._local:
+            if gate.local:  # answers without waiting: no coroutine per request
                 signal = signals.get_signal(key)
             else:
                 signal = await signals.aget_signal(key)

@@ -27,7 +27,7 @@ from httpx._content import IteratorByteStream
 from httpx._multipart import FileField, MultipartStream
 
 from .._core.hosts import host_key
-from .._core.options import DEFAULT_OPTIONS, EXTENSION_KEY, RequestOptions, request_options
+from .._core.options import EXTENSION_KEY, RequestOptions, request_options
 from .._core.report import report
 from .._core.retry import (
     Decision,
@@ -202,9 +202,7 @@ class _Retrier:
 
     def _begin(self, request: httpx.Request) -> _Call | None:
         """A new call, or None when retrying is off for it."""
-        options = (
-            request_options(request) if EXTENSION_KEY in request.extensions else DEFAULT_OPTIONS
-        )
+        options = request_options(request)
         if options.retry is None:
             return None
         if isinstance(options.retry, RetryPolicy):

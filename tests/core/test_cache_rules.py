@@ -210,7 +210,7 @@ def _why(
     headers = httpx.Headers(resp or {})
     directives, vary, _ = response_fields(headers)
     assert directives == parse_cache_control(headers.get_list("cache-control"))
-    assert vary == vary_names(headers)
+    assert vary == vary_names(headers.get_list("vary"))
     return why_not_storable(method, status, request, directives, vary, POLICY)
 
 
@@ -235,7 +235,7 @@ def test_no_store_in_request_or_response_is_never_stored() -> None:
 
 def test_vary_star_is_never_stored() -> None:
     assert _why(resp={"Vary": "Accept, *"}) == "vary-star"
-    assert vary_names(httpx.Headers([("Vary", "Accept, accept-Encoding"), ("Vary", "X")])) == (
+    assert vary_names(["Accept, accept-Encoding", "X"]) == (
         "accept",
         "accept-encoding",
         "x",
