@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ._cookies import ResponseCookies
 from ._core.backend import Backend
 from ._core.breaker import BreakerSnapshot
 from ._core.clock import SYSTEM_CLOCK, Clock
@@ -95,6 +96,18 @@ class _ResilientMixin:
     """Introspection shared by both clients."""
 
     _klayengo: LayerContext
+    _cookies: httpx.Cookies
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """Cookie values to include when sending requests (as in httpx)."""
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        # httpx's own conversion (a CookieJar is shared, anything else copied), in
+        # the jar wrapper that skips cookie parsing for responses without cookies.
+        self._cookies = ResponseCookies(cookies)
 
     @property
     def klayengo_name(self) -> str:
@@ -170,6 +183,7 @@ class ResilientClient(_ResilientMixin, httpx.Client):
         )
         self._klayengo_stacks: dict[int, StackTransport] = {}
         super().__init__(**kwargs)
+        self._cookies = ResponseCookies(self._cookies.jar)  # the same jar, see _cookies
         # User mounts bypass the _init_* hooks: wrap them here.
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, StackTransport):
@@ -256,6 +270,7 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
         )
         self._klayengo_stacks: dict[int, AsyncStackTransport] = {}
         super().__init__(**kwargs)
+        self._cookies = ResponseCookies(self._cookies.jar)
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, AsyncStackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
