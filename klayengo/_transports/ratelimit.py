@@ -31,9 +31,10 @@ import anyio.from_thread
 import anyio.lowlevel
 import httpx
 
-from .._core.backend import Reservation, Ticket
+from .._core.backend import ADMITTED, Reservation, Ticket
+from .._core.events import NULL_EVENTS
 from .._core.headers import parse_retry_after
-from .._core.hosts import Origin, host_key
+from .._core.hosts import Origin, ResolvedPolicies, host_key
 from .._core.hosts import origin as url_origin
 from .._core.options import EXTENSION_KEY, request_options
 from .._core.report import report
@@ -55,12 +56,12 @@ _KEYS_MEMO_SIZE: Final = 4096
 
 
 class _Memo:
-    """Store keys already built: origin -> (store key, host key); policy -> store key."""
+    """Store keys already built: origin -> (policy, store key, host key); policy -> store key."""
 
     __slots__ = ("origins", "policies")
 
     def __init__(self) -> None:
-        self.origins: dict[Origin, tuple[str, str]] = {}
+        self.origins: dict[Origin, tuple[RateLimitPolicy, str, str]] = {}
         self.policies: dict[RateLimitPolicy, str] = {}
 
 
@@ -99,18 +100,19 @@ class _RateLimitMixin:
 
     _context: LayerContext
     _memo: _Memo
+    _resolve: Callable[[httpx.URL], ResolvedPolicies]
 
-    def _plan(self, request: httpx.Request) -> _Limited | None:
-        """The quota of ``request``; None when it is not rate limited."""
+    def _quota(self, request: httpx.Request) -> tuple[RateLimitPolicy, str, str] | None:
+        """``(policy, store key, host key)`` of ``request``; None when it is not limited."""
         url = request.url
-        policy = self._context.resolver.resolve(url).rate_limit
+        policy = self._resolve(url).rate_limit
         if policy is None:
             return None
         if EXTENSION_KEY in request.extensions and not request_options(request).rate_limit:
             return None
         memo = self._memo
         if policy.scope == "host":
-            # Memoized per URL object and per host: the layers above already asked.
+            # Memoized per host: the layers above already named this URL's origin.
             origin = url_origin(url)
             found = memo.origins.get(origin)
             if found is None:
@@ -118,16 +120,37 @@ class _RateLimitMixin:
                     memo.origins.clear()
                 name = host_key(url)
                 found = memo.origins[origin] = (
+                    policy,
                     limit_key(self._context.name, f"{url.scheme}://{name}"),
                     name,
                 )
-            key, host = found
-        else:
-            key = memo.policies.get(policy) or memo.policies.setdefault(
-                policy, limit_key(self._context.name, _policy_quota(policy))
-            )
-            host = host_key(url)
-        return _Limited(key, policy, host, 0.0)
+            elif found[0] is not policy:  # another policy for this origin (per request)
+                found = (policy, found[1], found[2])
+            return found
+        key = memo.policies.get(policy) or memo.policies.setdefault(
+            policy, limit_key(self._context.name, _policy_quota(policy))
+        )
+        return policy, key, host_key(url)
+
+    def _no_wait(self, host: str) -> None:
+        events = self._context.events
+        if events is not NULL_EVENTS:
+            events.rate_limit_wait(host, 0.0)
+
+    def _admit(
+        self,
+        request: httpx.Request,
+        quota: tuple[RateLimitPolicy, str, str],
+        reservation: Reservation,
+    ) -> _Limited | None:
+        """Act on a reservation other than ``ADMITTED``: raise when refused; else the
+        wait to sleep, or None when there is none."""
+        policy, key, host = quota
+        limited = _Limited(key, policy, host, 0.0)
+        self._decided(request, limited, reservation)
+        if limited.ticket is None and limited.wait <= 0.0:
+            return None
+        return limited
 
     def _decided(self, request: httpx.Request, limited: _Limited, reservation: Reservation) -> None:
         """Act on the store's answer: raise when refused, else note what to wait for."""
@@ -151,8 +174,7 @@ class _RateLimitMixin:
                 retry_after=reservation.wait,
             )
         if reservation.ticket is None and reservation.wait <= 0.0:
-            # The hot path: no wait, so no clock read for measuring one.
-            self._context.events.rate_limit_wait(host, 0.0)
+            self._context.events.rate_limit_wait(host, 0.0)  # no wait: no clock read
             return
         limited.reserved_at = self._context.clock.monotonic()
         limited.ticket = reservation.ticket
@@ -178,25 +200,24 @@ class _RateLimitMixin:
         limited.waited = max(0.0, self._context.clock.monotonic() - limited.reserved_at)
         self._context.events.rate_limit_wait(limited.host, limited.waited)
 
-    def _pause_for(self, limited: _Limited, response: httpx.Response) -> float | None:
-        """Record the wait on the response; the pause a ``Retry-After`` asks for, if any."""
-        report(response)["wait"] = limited.waited
-        if response.status_code not in BACK_PRESSURE_STATUSES:
-            return None
+    def _pause_for(
+        self, policy: RateLimitPolicy, host: str, response: httpx.Response
+    ) -> float | None:
+        """The pause a 429/503 ``response``'s ``Retry-After`` asks for, if any."""
         value = response.headers.get("Retry-After")
         if value is None:
             return None
         seconds = parse_retry_after(value, self._context.clock.wall())
-        if seconds is None or seconds <= 0.0 or limited.policy.max_pause <= 0.0:
+        if seconds is None or seconds <= 0.0 or policy.max_pause <= 0.0:
             return None  # malformed (ignored) or nothing to wait for
-        seconds = min(seconds, limited.policy.max_pause)
+        seconds = min(seconds, policy.max_pause)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rate limit: %s paused for %.3f s after %d Retry-After",
-                limited.host,
+                host,
                 seconds,
                 response.status_code,
-                extra={"host": limited.host, "pause": seconds},
+                extra={"host": host, "pause": seconds},
             )
         return seconds
 
@@ -237,6 +258,7 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
     ) -> None:
         super().__init__(transport, _context or _standalone(policy, hosts))
         self._memo = _memo(self._context)
+        self._resolve = self._context.resolver.resolve
         self._limits = self._context.stores.limits
         # time.sleep cannot be woken when a cancellation moves a waiter's slot earlier;
         # an Event wait sleeps the same way and can. An injected sleeper (a fake
@@ -244,27 +266,27 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         self._wakeable = self._context.sleep is time.sleep
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        limited = self._plan(request)
-        if limited is None:
+        quota = self._quota(request)
+        if quota is None:
             return self._next.handle_request(request)
-        policy = limited.policy
-        self._decided(
-            request,
-            limited,
-            self._limits.reserve(
-                limited.key,
-                policy.per / policy.rate,
-                policy.burst,
-                policy.max_wait,
-                policy.max_hosts,
-            ),
+        policy, key, host = quota
+        reservation = self._limits.reserve(
+            key, policy.per / policy.rate, policy.burst, policy.max_wait, policy.max_hosts
         )
-        if limited.ticket is not None or limited.wait > 0.0:
-            self._wait(limited)
+        waited = 0.0
+        if reservation is not ADMITTED:  # ADMITTED, the hot path: nothing to wait for
+            limited = self._admit(request, quota, reservation)
+            if limited is not None:
+                self._wait(limited)
+                waited = limited.waited
+        else:
+            self._no_wait(host)
         response = self._next.handle_request(request)
-        pause = self._pause_for(limited, response)
-        if pause is not None:
-            self._limits.pause(limited.key, pause)
+        report(response)["wait"] = waited
+        if response.status_code in BACK_PRESSURE_STATUSES:
+            pause = self._pause_for(policy, host, response)
+            if pause is not None:
+                self._limits.pause(key, pause)
         return response
 
     def _wait(self, limited: _Limited) -> None:
@@ -315,28 +337,36 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
     ) -> None:
         super().__init__(transport, _context or _standalone(policy, hosts))
         self._memo = _memo(self._context)
+        self._resolve = self._context.resolver.resolve
         self._limits = self._context.stores.limits
         # An in-process store decides without waiting for anything: call it directly
         # rather than through a coroutine (a third of this layer's own cost).
         self._local = bool(getattr(self._limits, "local", False))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        limited = self._plan(request)
-        if limited is None:
+        quota = self._quota(request)
+        if quota is None:
             return await self._next.handle_async_request(request)
-        policy = limited.policy
-        args = (limited.key, policy.per / policy.rate, policy.burst, policy.max_wait)
+        policy, key, host = quota
+        args = (key, policy.per / policy.rate, policy.burst, policy.max_wait, policy.max_hosts)
         if self._local:
-            reservation = self._limits.reserve(*args, policy.max_hosts)
+            reservation = self._limits.reserve(*args)
         else:
-            reservation = await self._limits.areserve(*args, policy.max_hosts)
-        self._decided(request, limited, reservation)
-        if limited.ticket is not None or limited.wait > 0.0:
-            await self._wait(limited)
+            reservation = await self._limits.areserve(*args)
+        waited = 0.0
+        if reservation is not ADMITTED:  # ADMITTED, the hot path: nothing to wait for
+            limited = self._admit(request, quota, reservation)
+            if limited is not None:
+                await self._wait(limited)
+                waited = limited.waited
+        else:
+            self._no_wait(host)
         response = await self._next.handle_async_request(request)
-        pause = self._pause_for(limited, response)
-        if pause is not None:
-            await self._limits.apause(limited.key, pause)
+        report(response)["wait"] = waited
+        if response.status_code in BACK_PRESSURE_STATUSES:
+            pause = self._pause_for(policy, host, response)
+            if pause is not None:
+                await self._limits.apause(key, pause)
         return response
 
     async def _wait(self, limited: _Limited) -> None:
