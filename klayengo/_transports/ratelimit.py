@@ -348,11 +348,15 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         if quota is None:
             return await self._next.handle_async_request(request)
         policy, key, host = quota
-        args = (key, policy.per / policy.rate, policy.burst, policy.max_wait, policy.max_hosts)
+        interval = policy.per / policy.rate
         if self._local:
-            reservation = self._limits.reserve(*args)
+            reservation = self._limits.reserve(
+                key, interval, policy.burst, policy.max_wait, policy.max_hosts
+            )
         else:
-            reservation = await self._limits.areserve(*args)
+            reservation = await self._limits.areserve(
+                key, interval, policy.burst, policy.max_wait, policy.max_hosts
+            )
         waited = 0.0
         if reservation is not ADMITTED:  # ADMITTED, the hot path: nothing to wait for
             limited = self._admit(request, quota, reservation)
