@@ -188,6 +188,8 @@ class HostLabels:
         found = self._labels.get(host)
         if found is not None:
             return found
+        if len(self._labels) >= self.max_hosts:
+            return OTHER_HOST  # full, and slots are never given back: no lock needed
         with self._lock:
             found = self._labels.get(host)
             if found is not None:
