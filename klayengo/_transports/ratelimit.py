@@ -133,6 +133,7 @@ class _RateLimitMixin:
         return policy, key, host_key(url)
 
     def _no_wait(self, host: str) -> None:
+        """Report a request admitted at once (a zero wait) to a listening sink."""
         events = self._context.events
         if events is not NULL_EVENTS:
             events.rate_limit_wait(host, 0.0)
@@ -274,13 +275,13 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
             key, policy.per / policy.rate, policy.burst, policy.max_wait, policy.max_hosts
         )
         waited = 0.0
-        if reservation is not ADMITTED:  # ADMITTED, the hot path: nothing to wait for
+        if reservation is ADMITTED:  # the hot path: admitted at once
+            self._no_wait(host)
+        else:
             limited = self._admit(request, quota, reservation)
             if limited is not None:
                 self._wait(limited)
                 waited = limited.waited
-        else:
-            self._no_wait(host)
         response = self._next.handle_request(request)
         report(response)["wait"] = waited
         if response.status_code in BACK_PRESSURE_STATUSES:
@@ -358,13 +359,13 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
                 key, interval, policy.burst, policy.max_wait, policy.max_hosts
             )
         waited = 0.0
-        if reservation is not ADMITTED:  # ADMITTED, the hot path: nothing to wait for
+        if reservation is ADMITTED:  # the hot path: admitted at once
+            self._no_wait(host)
+        else:
             limited = self._admit(request, quota, reservation)
             if limited is not None:
                 await self._wait(limited)
                 waited = limited.waited
-        else:
-            self._no_wait(host)
         response = await self._next.handle_async_request(request)
         report(response)["wait"] = waited
         if response.status_code in BACK_PRESSURE_STATUSES:
