@@ -463,7 +463,9 @@ def test_evicted_limiter_is_looked_up_again() -> None:
 
 
 def test_standalone_transport_with_plain_httpx_client() -> None:
-    transport = RateLimitTransport(httpx.MockTransport(ok), RateLimitPolicy(rate=1000, burst=3))
+    # Real time: the 4th request waits up to 100 ms, however slowly the first three ran
+    # (at rate=1000 a busy machine could take the whole 1 ms slot on them: no wait).
+    transport = RateLimitTransport(httpx.MockTransport(ok), RateLimitPolicy(rate=10, burst=3))
     with httpx.Client(transport=transport) as client:
         responses = [client.get("http://a.test/") for _ in range(4)]
     assert [r.status_code for r in responses] == [200] * 4
