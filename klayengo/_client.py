@@ -183,7 +183,7 @@ class ResilientClient(_ResilientMixin, httpx.Client):
         )
         self._klayengo_stacks: dict[int, StackTransport] = {}
         super().__init__(**kwargs)
-        self._cookies = ResponseCookies(self._cookies.jar)  # the same jar, see _cookies
+        self.cookies = self._cookies.jar  # httpx's jar, in klayengo's wrapper (see _cookies)
         # User mounts bypass the _init_* hooks: wrap them here.
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, StackTransport):
@@ -270,7 +270,7 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
         )
         self._klayengo_stacks: dict[int, AsyncStackTransport] = {}
         super().__init__(**kwargs)
-        self._cookies = ResponseCookies(self._cookies.jar)
+        self.cookies = self._cookies.jar
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, AsyncStackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)

@@ -79,12 +79,11 @@ def _policy_quota(policy: RateLimitPolicy) -> str:
 
 
 class _Limited:
-    """What the limiter decided for one admitted request (the twins' shared state)."""
+    """An admitted request that must wait for its slot (the twins' shared state)."""
 
-    __slots__ = ("host", "key", "policy", "reserved_at", "ticket", "wait", "waited")
+    __slots__ = ("host", "policy", "reserved_at", "ticket", "wait", "waited")
 
-    def __init__(self, key: str, policy: RateLimitPolicy, host: str, reserved_at: float) -> None:
-        self.key = key
+    def __init__(self, policy: RateLimitPolicy, host: str, reserved_at: float) -> None:
         self.policy = policy
         self.host = host
         self.reserved_at = reserved_at
@@ -112,7 +111,9 @@ class _RateLimitMixin:
             return None
         memo = self._memo
         if policy.scope == "host":
-            # Memoized per host: the layers above already named this URL's origin.
+            # Memoized per origin (the layers above already named this URL's origin),
+            # policy included: the client's resolver gives one origin one policy, and
+            # handing back the stored tuple saves building one per request.
             origin = url_origin(url)
             found = memo.origins.get(origin)
             if found is None:
@@ -124,8 +125,6 @@ class _RateLimitMixin:
                     limit_key(self._context.name, f"{url.scheme}://{name}"),
                     name,
                 )
-            elif found[0] is not policy:  # another policy for this origin (per request)
-                found = (policy, found[1], found[2])
             return found
         key = memo.policies.get(policy) or memo.policies.setdefault(
             policy, limit_key(self._context.name, _policy_quota(policy))
@@ -146,17 +145,7 @@ class _RateLimitMixin:
     ) -> _Limited | None:
         """Act on a reservation other than ``ADMITTED``: raise when refused; else the
         wait to sleep, or None when there is none."""
-        policy, key, host = quota
-        limited = _Limited(key, policy, host, 0.0)
-        self._decided(request, limited, reservation)
-        if limited.ticket is None and limited.wait <= 0.0:
-            return None
-        return limited
-
-    def _decided(self, request: httpx.Request, limited: _Limited, reservation: Reservation) -> None:
-        """Act on the store's answer: raise when refused, else note what to wait for."""
-        host = limited.host
-        policy = limited.policy
+        policy, _, host = quota
         if not reservation.admitted:
             self._context.events.rate_limited(host)
             if _log.isEnabledFor(logging.DEBUG):
@@ -175,9 +164,9 @@ class _RateLimitMixin:
                 retry_after=reservation.wait,
             )
         if reservation.ticket is None and reservation.wait <= 0.0:
-            self._context.events.rate_limit_wait(host, 0.0)  # no wait: no clock read
-            return
-        limited.reserved_at = self._context.clock.monotonic()
+            self._no_wait(host)  # no wait: no clock read
+            return None
+        limited = _Limited(policy, host, self._context.clock.monotonic())
         limited.ticket = reservation.ticket
         limited.wait = reservation.wait
         if _log.isEnabledFor(logging.DEBUG):
@@ -187,6 +176,7 @@ class _RateLimitMixin:
                 reservation.wait,
                 extra={"host": host, "wait": reservation.wait},
             )
+        return limited
 
     def _cancelled(self, limited: _Limited) -> None:
         if _log.isEnabledFor(logging.DEBUG):
