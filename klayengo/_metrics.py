@@ -6,8 +6,8 @@ How it fits together:
   the registry, gets the one :class:`KlayengoCollector` of that registry (registered on
   first use, so nothing exists at import time and a registry never holds two), and gets
   that collector's :class:`ClientMetrics` store for the client's name. The store is the
-  client's events sink (``context.events``) and is what the outermost
-  :class:`~klayengo._transports.metrics.MetricsTransport` counts requests in.
+  client's events sink (``context.events``) and is what the stack's top,
+  :class:`~klayengo._transports.stack.MeteredStackTransport`, counts requests in.
 - A store keeps plain in-memory numbers under one short lock; nothing touches
   prometheus_client on a request. At scrape time the collector turns every store into
   ``CounterMetricFamily`` / ``GaugeMetricFamily`` / ``HistogramMetricFamily`` samples.

@@ -93,17 +93,10 @@ _FAILURES: Final = (httpx.TransportError, TimeoutError)
 MIN_PROBE_LEASE_TTL: Final = 1.0
 
 
-class _Call:
-    """What an admitted call carries from admission to its outcome."""
-
-    __slots__ = ("breaker", "permit", "start", "token")
-
-    def __init__(self, breaker: Breaker, permit: Permit, start: float) -> None:
-        self.breaker = breaker
-        self.permit = permit
-        self.start = start
-        #: The shared probe lease of a half-open call, to release after it.
-        self.token: str | None = None
+#: What an admitted call carries from admission to its outcome: its breaker, its permit
+#: and when it started. The twins unpack it into locals: an object per call would be
+#: one more object held by every request in flight (and counted by every collection).
+_Admitted = tuple[Breaker, Permit, float]
 
 
 def _lease_ttl(request: httpx.Request) -> float:
@@ -207,7 +200,7 @@ class _Gate:
         #: Signals of this process only: never a signal to act on, nothing to settle.
         self.local = bool(getattr(self.signals, "local", False))
 
-    def admit(self, request: httpx.Request) -> _Call | None:
+    def admit(self, request: httpx.Request) -> _Admitted | None:
         """A permit for ``request``; None when no breaker applies.
 
         Raises:
@@ -241,7 +234,7 @@ class _Gate:
             if isinstance(result, Permit):
                 if breaker.pending:  # open -> half_open happened on the way in
                     _dispatch(self._context, breaker)
-                return _Call(breaker, result, now)
+                return breaker, result, now
             if result is not None:
                 break
             # None: the breaker was reset or evicted meanwhile. Look the origin up again
@@ -267,87 +260,92 @@ class _Gate:
             message = f"circuit breaker for {host} is half-open and all its probes are busy"
         raise CircuitOpenError(message, request=request, host=host, retry_after=retry_after)
 
-    def check(self, call: _Call, signal: BreakerSignal | None, request: httpx.Request) -> bool:
+    def check(
+        self,
+        breaker: Breaker,
+        permit: Permit,
+        signal: BreakerSignal | None,
+        request: httpx.Request,
+    ) -> tuple[Permit, bool]:
         """Act on the origin's shared signal, read after the local permit.
 
         Returns:
-            True when the call must lease a shared probe slot before it goes.
+            The permit to go with (a new one when the local state changed meanwhile),
+            and True when the call must lease a shared probe slot before it goes.
 
         Raises:
             CircuitOpenError: the origin is open elsewhere (its permit is given back).
         """
-        breaker = call.breaker
         if signal is None:
-            return False  # closed everywhere (or nothing shared): the local verdict stands
+            # Closed everywhere (or nothing shared): the local verdict stands.
+            return permit, False
         now = self._clock.monotonic()
         if signal.generation != breaker.seen_generation:
             # Opened by another process: adopt it (once), then decide again locally.
             breaker.seen_generation = signal.generation
             if breaker.adopt(signal.remaining, now):
                 _dispatch(self._context, breaker)
-        if not breaker.is_current(call.permit):
+        if not breaker.is_current(permit):
             # The local state changed since the permit (this adoption or another
             # caller's): ask again.
-            breaker.release(call.permit)
+            breaker.release(permit)
             result = breaker.allow(now)
             if not isinstance(result, Permit):
                 self._reject(breaker, 0.0 if result is None else result.retry_after, request)
-            call.permit = result
-        if not call.permit.probe:
-            return False  # an opening this process already saw through and closed
+            permit = result
+        if not permit.probe:
+            return permit, False  # an opening this process already saw through and closed
         if signal.state == OPEN:  # our clock ran ahead of the shared one
-            breaker.release(call.permit)
+            breaker.release(permit)
             self._reject(breaker, signal.remaining, request)
-        return True
+        return permit, True
 
-    def leased(self, call: _Call, token: str | None, request: httpx.Request) -> None:
+    def leased(
+        self, breaker: Breaker, permit: Permit, token: str | None, request: httpx.Request
+    ) -> str:
         """The answer to the probe lease: go with ``token``, or fail fast without one."""
         if token is None:
-            call.breaker.release(call.permit)
-            self._reject(call.breaker, 0.0, request)
-        call.token = token
+            breaker.release(permit)
+            self._reject(breaker, 0.0, request)
+        return token
 
-    def published(self, call: _Call, signal: BreakerSignal) -> None:
+    @staticmethod
+    def published(breaker: Breaker, signal: BreakerSignal) -> None:
         """This process opened the origin for everyone: remember that generation."""
         if signal.generation:
-            call.breaker.seen_generation = signal.generation
+            breaker.seen_generation = signal.generation
 
-    def completed(self, call: _Call, response: httpx.Response) -> str | None:
+    def completed(
+        self, breaker: Breaker, permit: Permit, start: float, response: httpx.Response
+    ) -> str | None:
         """Record a call that produced ``response``; the state to publish, if any."""
-        breaker = call.breaker
         policy = breaker.policy
         failure = response.status_code in policy.failure_statuses
         if policy.is_failure is not None:
             failure = _predicate(breaker, response, None, failure)
         now = self._clock.monotonic()
-        new = breaker.record(call.permit, failure, now, now - call.start)
+        new = breaker.record(permit, failure, now, now - start)
         if new is not None:
             _dispatch(self._context, breaker)
         report(response)["breaker"] = breaker.state
         return new
 
-    def failed(self, call: _Call, exc: Exception) -> str | None:
+    def failed(self, breaker: Breaker, permit: Permit, start: float, exc: Exception) -> str | None:
         """Record a call that raised ``exc``; the state to publish, if any."""
-        breaker = call.breaker
         if isinstance(exc, _NOT_UPSTREAM):
-            breaker.release(call.permit)
+            breaker.release(permit)
             return None
         failure = isinstance(exc, _FAILURES)
         if breaker.policy.is_failure is not None:
             failure = _predicate(breaker, None, exc, failure)
         elif not failure:
-            breaker.release(call.permit)  # not an httpx error: a local bug says nothing
+            breaker.release(permit)  # not an httpx error: a local bug says nothing
             return None
         now = self._clock.monotonic()
-        new = breaker.record(call.permit, failure, now, now - call.start)
+        new = breaker.record(permit, failure, now, now - start)
         if new is not None:
             _dispatch(self._context, breaker)
         return new
-
-    @staticmethod
-    def cancelled(call: _Call) -> None:
-        """Give back the permit of a cancelled call: neither success nor failure."""
-        call.breaker.release(call.permit)
 
 
 def _predicate(
@@ -425,46 +423,54 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
-        call = gate.admit(request)
-        if call is None:
+        admitted = gate.admit(request)
+        if admitted is None:
             return self._next.handle_request(request)
+        breaker, permit, start = admitted
+        del admitted  # a request in flight holds these locals, not one more object
+        #: The shared probe lease of a half-open call, to release after it.
+        token: str | None = None
         if not gate.local:
             signals = gate.signals
-            key = call.breaker.signal_key
+            key = breaker.signal_key
             try:
-                if gate.check(call, signals.get_signal(key), request):
-                    policy = call.breaker.policy
-                    token = signals.acquire_probe(
-                        key, policy.half_open_max_calls, _lease_ttl(request)
+                permit, lease = gate.check(breaker, permit, signals.get_signal(key), request)
+                if lease:
+                    token = gate.leased(
+                        breaker,
+                        permit,
+                        signals.acquire_probe(
+                            key, breaker.policy.half_open_max_calls, _lease_ttl(request)
+                        ),
+                        request,
                     )
-                    gate.leased(call, token, request)
             except CircuitOpenError:
                 raise  # the permit was given back
             except BaseException:
-                gate.cancelled(call)
+                breaker.release(permit)
                 raise
         try:
             response = self._next.handle_request(request)
         except Exception as exc:
-            self._settle(call, gate.failed(call, exc))
+            self._settle(breaker, token, gate.failed(breaker, permit, start, exc))
             raise
         except BaseException:
-            gate.cancelled(call)
-            self._settle(call, None)
+            breaker.release(permit)  # cancelled: neither a success nor a failure
+            self._settle(breaker, token, None)
             raise
-        publish = gate.completed(call, response)
-        if publish is not None or call.token is not None:
-            self._settle(call, publish)
+        publish = gate.completed(breaker, permit, start, response)
+        if publish is not None or token is not None:
+            self._settle(breaker, token, publish)
         return response
 
-    def _settle(self, call: _Call, publish: str | None) -> None:
+    def _settle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
         """Release the shared probe lease; publish a transition this process caused."""
         signals = self._gate.signals
-        key = call.breaker.signal_key
-        if call.token is not None:
-            signals.release_probe(key, call.token)
+        key = breaker.signal_key
+        if token is not None:
+            signals.release_probe(key, token)
         if publish == OPEN:
-            self._gate.published(call, signals.publish_open(key, call.breaker.policy.open_duration))
+            self._gate.published(breaker, signals.publish_open(key, breaker.policy.open_duration))
         elif publish == CLOSED:
             signals.publish_closed(key)
 
@@ -488,51 +494,58 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         gate = self._gate
-        call = gate.admit(request)
-        if call is None:
+        admitted = gate.admit(request)
+        if admitted is None:
             return await self._next.handle_async_request(request)
+        breaker, permit, start = admitted
+        del admitted  # a request in flight holds these locals, not one more object
+        token: str | None = None  # the shared probe lease of a half-open call
         signals = gate.signals
-        key = call.breaker.signal_key
+        key = breaker.signal_key
         try:
             if gate.local:  # answers without waiting: no coroutine per request
                 signal = signals.get_signal(key)
             else:
                 signal = await signals.aget_signal(key)
-            if gate.check(call, signal, request):
-                policy = call.breaker.policy
-                token = await signals.aacquire_probe(
-                    key, policy.half_open_max_calls, _lease_ttl(request)
+            permit, lease = gate.check(breaker, permit, signal, request)
+            if lease:
+                token = gate.leased(
+                    breaker,
+                    permit,
+                    await signals.aacquire_probe(
+                        key, breaker.policy.half_open_max_calls, _lease_ttl(request)
+                    ),
+                    request,
                 )
-                gate.leased(call, token, request)
         except CircuitOpenError:
             raise  # the permit was given back
         except BaseException:
-            gate.cancelled(call)
+            breaker.release(permit)
             raise
         try:
             response = await self._next.handle_async_request(request)
         except Exception as exc:
-            await self._settle(call, gate.failed(call, exc))
+            await self._settle(breaker, token, gate.failed(breaker, permit, start, exc))
             raise
         except BaseException:
-            gate.cancelled(call)
+            breaker.release(permit)  # cancelled: neither a success nor a failure
             with anyio.CancelScope(shield=True):  # bounded by the store's timeout
-                await self._settle(call, None)
+                await self._settle(breaker, token, None)
             raise
-        publish = gate.completed(call, response)
-        if publish is not None or call.token is not None:
-            await self._settle(call, publish)
+        publish = gate.completed(breaker, permit, start, response)
+        if publish is not None or token is not None:
+            await self._settle(breaker, token, publish)
         return response
 
-    async def _settle(self, call: _Call, publish: str | None) -> None:
+    async def _settle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
         """Release the shared probe lease; publish a transition this process caused."""
         signals = self._gate.signals
-        key = call.breaker.signal_key
-        if call.token is not None:
-            await signals.arelease_probe(key, call.token)
+        key = breaker.signal_key
+        if token is not None:
+            await signals.arelease_probe(key, token)
         if publish == OPEN:
-            opened = await signals.apublish_open(key, call.breaker.policy.open_duration)
-            self._gate.published(call, opened)
+            opened = await signals.apublish_open(key, breaker.policy.open_duration)
+            self._gate.published(breaker, opened)
         elif publish == CLOSED:
             await signals.apublish_closed(key)
 

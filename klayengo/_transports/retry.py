@@ -151,12 +151,15 @@ def _standalone(policy: RetryPolicy | None, hosts: Mapping[str, HostPolicy] | No
     return LayerContext.standalone(retry=policy or RetryPolicy(), hosts=hosts)
 
 
-class _Call:
-    """One call in flight: the I/O shell's handle on the immutable core state.
+#: What a call needs to decide on a retry: its policy, options, host key, start time
+#: and body rewind. The twins unpack it into locals and build a :class:`_Call` only
+#: when a first attempt fails: an object per call would be one more object held by
+#: every request in flight (and counted by every collection).
+_Begun = tuple[RetryPolicy, RequestOptions, str, float, _Body]
 
-    The :class:`RetryState` is built on the first failure only, so a request that
-    succeeds at once pays for no more than the budget deposit.
-    """
+
+class _Call:
+    """A call that failed once: the I/O shell's handle on the immutable core state."""
 
     __slots__ = ("body", "host", "options", "policy", "request", "started", "state")
 
@@ -167,15 +170,14 @@ class _Call:
         options: RequestOptions,
         host: str,
         started: float,
+        body: _Body,
     ) -> None:
         self.request = request
         self.policy = policy
         self.options = options
         self.host = host
         self.started = started
-        stream = request.stream
-        # Most bodies are bytes in memory (every GET's is empty): share one answer.
-        self.body = _IN_MEMORY if type(stream) is httpx.ByteStream else _Body(stream)
+        self.body = body
         self.state: RetryState | None = None
 
     def current(self) -> RetryState:
@@ -200,8 +202,8 @@ class _Retrier:
         self._rand: RandomSource = rand if rand is not None else random.random
         self._budgets = self._context.shared(_BUDGETS_KEY, RetryBudgets)
 
-    def _begin(self, request: httpx.Request) -> _Call | None:
-        """A new call, or None when retrying is off for it."""
+    def _begin(self, request: httpx.Request) -> _Begun | None:
+        """What a new call needs, or None when retrying is off for it."""
         options = request_options(request)
         if options.retry is None:
             return None
@@ -214,13 +216,16 @@ class _Retrier:
         host = host_key(request.url)
         now = self._context.clock.monotonic()
         self._budgets.deposit(host, policy, now)
-        return _Call(request, policy, options, host, now)
+        stream = request.stream
+        # Most bodies are bytes in memory (every GET's is empty): share one answer.
+        # Any other body is inspected now, before the first attempt reads it.
+        body = _IN_MEMORY if type(stream) is httpx.ByteStream else _Body(stream)
+        return policy, options, host, now, body
 
     def _after_response(self, call: _Call, response: httpx.Response) -> float | None:
-        """Seconds to sleep before the next attempt, or None to return ``response``."""
+        """Seconds to sleep before the next attempt, or None to return ``response``
+        (whose status is one of the policy's ``retry_statuses``)."""
         status = response.status_code
-        if status not in call.policy.retry_statuses:
-            return None  # the hot path: no clock read, no header lookup
         clock = self._context.clock
         decision = on_response(
             call.current(),
@@ -314,18 +319,27 @@ class RetryTransport(_Retrier, SyncLayer):
         self._setup(_random)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        call = self._begin(request)
-        if call is None:
+        begun = self._begin(request)
+        if begun is None:
             return self._finish(self._next.handle_request(request), None, 0.0)
+        policy, options, host, started, body = begun
+        del begun  # a request in flight holds these locals, not one more object
+        call: _Call | None = None  # built when an attempt fails
         waited = 0.0
         while True:
             try:
                 response = self._next.handle_request(request)
             except httpx.TransportError as exc:
+                if call is None:
+                    call = _Call(request, policy, options, host, started, body)
                 delay = self._after_error(call, exc)
                 if delay is None:
                     raise
             else:
+                if response.status_code not in policy.retry_statuses:
+                    return self._finish(response, call, waited)  # no clock, no header read
+                if call is None:
+                    call = _Call(request, policy, options, host, started, body)
                 delay = self._after_response(call, response)
                 if delay is None:
                     return self._finish(response, call, waited)
@@ -357,18 +371,27 @@ class AsyncRetryTransport(_Retrier, AsyncLayer):
         self._setup(_random)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = self._begin(request)
-        if call is None:
+        begun = self._begin(request)
+        if begun is None:
             return self._finish(await self._next.handle_async_request(request), None, 0.0)
+        policy, options, host, started, body = begun
+        del begun  # a request in flight holds these locals, not one more object
+        call: _Call | None = None  # built when an attempt fails
         waited = 0.0
         while True:
             try:
                 response = await self._next.handle_async_request(request)
             except httpx.TransportError as exc:
+                if call is None:
+                    call = _Call(request, policy, options, host, started, body)
                 delay = self._after_error(call, exc)
                 if delay is None:
                     raise
             else:
+                if response.status_code not in policy.retry_statuses:
+                    return self._finish(response, call, waited)  # no clock, no header read
+                if call is None:
+                    call = _Call(request, policy, options, host, started, body)
                 delay = self._after_response(call, response)
                 if delay is None:
                     return self._finish(response, call, waited)

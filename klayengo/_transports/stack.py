@@ -14,12 +14,20 @@ Why this order:
   breaker fails an attempt fast with ``CircuitOpenError`` (not retried by default);
 - the limiter is innermost, so only real network attempts spend tokens;
 - metrics are outermost of all, so they count logical requests (cache hits included),
-  whatever the layers below did; attempts show in the retry events.
+  whatever the layers below did; attempts show in the retry events. The stack's top
+  itself does this accounting (:class:`MeteredStackTransport`): a layer of its own
+  would be one more coroutine and frame held by every request in flight.
 
 A layer is left out entirely when neither the client nor any ``hosts=`` pattern
-enables it (the metrics layer: when the client has ``metrics=False``), so a disabled
-layer costs nothing. Every stack of one client (its own transport, each mount, each
-proxy) shares one :class:`LayerContext`.
+enables it (the metrics: when the client has ``metrics=False``, the top is a plain
+:class:`StackTransport`), so a disabled layer costs nothing. Every stack of one client
+(its own transport, each mount, each proxy) shares one :class:`LayerContext`.
+
+Metrics, per logical request (one call of the stack, whatever the layers below did: a
+cache hit, several attempts, a refusal): ``klayengo_requests_total``
+(``status_code="error"`` when an exception is raised), ``klayengo_request_duration_seconds``
+(from the call until the response headers are back, or the exception),
+``klayengo_requests_in_flight`` and, on an exception, ``klayengo_errors_total``.
 """
 
 from __future__ import annotations
@@ -28,14 +36,21 @@ import httpx
 
 from .._core.options import EXTENSION_KEY, request_options
 from .._core.report import report
+from .._metrics import ClientMetrics, metrics_of
 from ._context import LayerContext
 from .breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from .cache import AsyncCacheTransport, CacheTransport
-from .metrics import AsyncMetricsTransport, MetricsTransport, metrics_enabled
 from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
 from .retry import AsyncRetryTransport, RetryTransport
 
-__all__ = ["AsyncStackTransport", "StackTransport", "build_async_stack", "build_stack"]
+__all__ = [
+    "AsyncMeteredStackTransport",
+    "AsyncStackTransport",
+    "MeteredStackTransport",
+    "StackTransport",
+    "build_async_stack",
+    "build_stack",
+]
 
 
 class StackTransport(httpx.BaseTransport):
@@ -65,6 +80,33 @@ class StackTransport(httpx.BaseTransport):
             self._top.close()
 
 
+class MeteredStackTransport(StackTransport):
+    """A stack top that also counts each logical request into the client's metrics."""
+
+    def __init__(
+        self, top: httpx.BaseTransport, inner: httpx.BaseTransport, context: LayerContext
+    ) -> None:
+        super().__init__(top, inner)
+        self._metrics = _store(context)
+        self._now = context.clock.monotonic
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if EXTENSION_KEY in request.extensions:
+            request_options(request)
+        metrics = self._metrics
+        series = metrics.request_started(request)
+        now = self._now
+        start = now()
+        try:
+            response = self._top.handle_request(request)
+        except BaseException as exc:
+            metrics.request_error(series, exc, now() - start)
+            raise
+        metrics.request_response(series, response.status_code, now() - start)
+        report(response)
+        return response
+
+
 class AsyncStackTransport(httpx.AsyncBaseTransport):
     """The top of one async client stack: validates per-request options, closes once."""
 
@@ -90,6 +132,43 @@ class AsyncStackTransport(httpx.AsyncBaseTransport):
             await self._top.aclose()
 
 
+class AsyncMeteredStackTransport(AsyncStackTransport):
+    """An async stack top that also counts each logical request into the client's metrics."""
+
+    def __init__(
+        self,
+        top: httpx.AsyncBaseTransport,
+        inner: httpx.AsyncBaseTransport,
+        context: LayerContext,
+    ) -> None:
+        super().__init__(top, inner)
+        self._metrics = _store(context)
+        self._now = context.clock.monotonic
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if EXTENSION_KEY in request.extensions:
+            request_options(request)
+        metrics = self._metrics
+        series = metrics.request_started(request)
+        now = self._now
+        start = now()
+        try:
+            response = await self._top.handle_async_request(request)
+        except BaseException as exc:
+            metrics.request_error(series, exc, now() - start)
+            raise
+        metrics.request_response(series, response.status_code, now() - start)
+        report(response)
+        return response
+
+
+def _store(context: LayerContext) -> ClientMetrics:
+    store = metrics_of(context)
+    if store is None:
+        raise ValueError("a metered stack needs a context with metrics enabled")
+    return store
+
+
 def build_stack(inner: httpx.BaseTransport, context: LayerContext) -> StackTransport:
     """Wrap ``inner`` in the layers the context's policies enable."""
     resolver = context.resolver
@@ -102,8 +181,8 @@ def build_stack(inner: httpx.BaseTransport, context: LayerContext) -> StackTrans
         transport = RetryTransport(transport, _context=context)
     if resolver.any("cache"):
         transport = CacheTransport(transport, _context=context)
-    if metrics_enabled(context):
-        transport = MetricsTransport(transport, _context=context)
+    if metrics_of(context) is not None:
+        return MeteredStackTransport(transport, inner, context)
     return StackTransport(transport, inner)
 
 
@@ -121,6 +200,6 @@ def build_async_stack(
         transport = AsyncRetryTransport(transport, _context=context)
     if resolver.any("cache"):
         transport = AsyncCacheTransport(transport, _context=context)
-    if metrics_enabled(context):
-        transport = AsyncMetricsTransport(transport, _context=context)
+    if metrics_of(context) is not None:
+        return AsyncMeteredStackTransport(transport, inner, context)
     return AsyncStackTransport(transport, inner)

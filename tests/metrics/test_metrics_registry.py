@@ -20,7 +20,12 @@ from klayengo._metrics import (
     create_metrics,
 )
 from klayengo._transports._context import LayerContext
-from klayengo._transports.metrics import AsyncMetricsTransport, MetricsTransport
+from klayengo._transports.stack import (
+    AsyncMeteredStackTransport,
+    AsyncStackTransport,
+    MeteredStackTransport,
+    StackTransport,
+)
 
 
 def ok(request: httpx.Request) -> httpx.Response:
@@ -77,8 +82,7 @@ def test_false_does_no_metric_work(off: object) -> None:
     with ResilientClient(transport=httpx.MockTransport(ok), metrics=off) as c:
         assert c._klayengo.events is NULL_EVENTS
         assert c._klayengo.peek(METRICS_KEY) is None
-        top = c._transport._top  # type: ignore[attr-defined]
-        assert not isinstance(top, MetricsTransport)
+        assert type(c._transport) is StackTransport  # no metered top
         c.get("http://h/")
     assert collectors(registry) == []
     assert len(collectors(REGISTRY)) == n_default
@@ -97,20 +101,23 @@ def test_policy_validation() -> None:
         MetricsPolicy(registry="nope")  # type: ignore[arg-type]
 
 
-def test_the_metrics_layer_is_outermost() -> None:
+def test_the_stack_top_counts_the_metrics() -> None:
     registry = CollectorRegistry()
     with ResilientClient(transport=httpx.MockTransport(ok), metrics=registry) as c:
-        assert isinstance(c._transport._top, MetricsTransport)  # type: ignore[attr-defined]
+        assert isinstance(c._transport, MeteredStackTransport)
 
 
-async def _async_top(registry: CollectorRegistry) -> object:
-    async with AsyncResilientClient(transport=httpx.MockTransport(ok), metrics=registry) as c:
-        return c._transport._top  # type: ignore[attr-defined]
+async def _async_top(registry: CollectorRegistry | None) -> object:
+    async with AsyncResilientClient(
+        transport=httpx.MockTransport(ok), metrics=registry or False
+    ) as c:
+        return c._transport
 
 
 @pytest.mark.anyio
-async def test_the_async_metrics_layer_is_outermost() -> None:
-    assert isinstance(await _async_top(CollectorRegistry()), AsyncMetricsTransport)
+async def test_the_async_stack_top_counts_the_metrics() -> None:
+    assert isinstance(await _async_top(CollectorRegistry()), AsyncMeteredStackTransport)
+    assert type(await _async_top(None)) is AsyncStackTransport
 
 
 def test_many_clients_created_and_closed_grow_nothing() -> None:

@@ -241,15 +241,12 @@ def test_counts_are_exact_under_many_threads() -> None:
         assert all(value(registry, "klayengo_requests_in_flight", host=h) == 0 for h in hosts)
 
 
-def test_the_metrics_layer_needs_a_context_with_metrics() -> None:
+def test_a_metered_stack_needs_a_context_with_metrics() -> None:
     from klayengo._transports._context import LayerContext
-    from klayengo._transports.metrics import AsyncMetricsTransport, MetricsTransport
+    from klayengo._transports.stack import AsyncMeteredStackTransport, MeteredStackTransport
 
+    inner = httpx.MockTransport(lambda r: httpx.Response(200))
     with pytest.raises(ValueError, match="metrics enabled"):
-        MetricsTransport(
-            httpx.MockTransport(lambda r: httpx.Response(200)), _context=LayerContext()
-        )
+        MeteredStackTransport(inner, inner, LayerContext())
     with pytest.raises(ValueError, match="metrics enabled"):
-        AsyncMetricsTransport(
-            httpx.MockTransport(lambda r: httpx.Response(200)), _context=LayerContext()
-        )
+        AsyncMeteredStackTransport(inner, inner, LayerContext())
