@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -100,8 +99,9 @@ class Permit:
 
     One permit object exists per generation of a breaker and is shared by every call
     admitted in it, so admitting a call allocates nothing. It also counts the calls
-    of its generation still in flight: ``deque.append``/``pop`` are atomic, which lets
-    a closed breaker admit a call without taking its lock.
+    of its generation still in flight: ``list.append``/``pop`` are atomic, which lets
+    a closed breaker admit a call without taking its lock. (A list, not a deque: an
+    empty deque holds a 64-slot block, 600 bytes per origin; the list is 56.)
     """
 
     __slots__ = ("flight", "generation", "probe")
@@ -110,7 +110,7 @@ class Permit:
         self.generation = generation
         #: True for the permits of a half-open state: the calls are probes.
         self.probe = probe
-        self.flight: deque[None] = deque()
+        self.flight: list[None] = []
 
     def __repr__(self) -> str:
         return f"Permit(generation={self.generation})"
