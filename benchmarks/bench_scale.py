@@ -76,39 +76,41 @@ class _CollectorTime:
         gc.callbacks.remove(self)
 
 
-def _concurrent_run(kind: str, traced: bool) -> tuple[float, float]:
-    """(requests/s, collector seconds per request) of the burst, or (``traced``)
-    (tracemalloc's peak MiB during it, 0).
+async def _burst(kind: str) -> tuple[float, float]:
+    """(requests/s, collector seconds per request) of one burst; the collector is timed
+    over the burst itself, the window the rate is measured over."""
+    async with _client(kind) as client:
 
-    Throughput is measured untraced: tracemalloc slows allocation-heavy code
-    several-fold and would hide what the layers cost.
-    """
+        async def one(i: int) -> None:
+            response = await client.get(f"https://h{i % HOSTS}.example/item/{i}")
+            assert response.status_code == 200
 
-    async def main() -> float:
-        async with _client(kind) as client:
-
-            async def one(i: int) -> None:
-                response = await client.get(f"https://h{i % HOSTS}.example/item/{i}")
-                assert response.status_code == 200
-
+        with _CollectorTime() as collector:
             start = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for i in range(CONCURRENT):
                     tg.start_soon(one, i)
-            return CONCURRENT / (time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+    return CONCURRENT / elapsed, collector.total / CONCURRENT
 
+
+def _throughput(kind: str) -> tuple[float, float]:
+    """(requests/s, collector seconds per request) of a burst, untraced: tracemalloc slows
+    allocation-heavy code several-fold and would hide what the layers cost."""
     gc.collect()
-    if not traced:
-        with _CollectorTime() as collector:
-            rate = anyio.run(main)
-        return rate, collector.total / CONCURRENT
+    return anyio.run(_burst, kind)
+
+
+def _peak_mib(kind: str) -> float:
+    """tracemalloc's peak MiB during a burst."""
+    gc.collect()
     tracemalloc.start()
     try:
-        anyio.run(main)
+        anyio.run(_burst, kind)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return peak / 2**20, 0.0
+    return peak / 2**20
 
 
 def concurrent(quick: bool) -> str:
@@ -119,11 +121,11 @@ def concurrent(quick: bool) -> str:
     outside: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(repeat):
         for kind in kinds:
-            rate, gc_per_request = _concurrent_run(kind, traced=False)
+            rate, gc_per_request = _throughput(kind)
             rates[kind].append(rate)
             collected[kind].append(gc_per_request * 1e6)
             outside[kind].append(1e6 / rate - gc_per_request * 1e6)
-    peaks = {kind: _concurrent_run(kind, traced=True)[0] for kind in kinds}
+    peaks = {kind: _peak_mib(kind) for kind in kinds}
     rows = []
     base_rate = statistics.median(rates["httpx"])
     for kind in kinds:
