@@ -302,12 +302,11 @@ class _Gate:
 
     def leased(
         self, breaker: Breaker, permit: Permit, token: str | None, request: httpx.Request
-    ) -> str:
+    ) -> None:
         """The answer to the probe lease: go with ``token``, or fail fast without one."""
         if token is None:
             breaker.release(permit)
             self._reject(breaker, 0.0, request)
-        return token
 
     @staticmethod
     def published(breaker: Breaker, signal: BreakerSignal) -> None:
@@ -428,22 +427,17 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
             return self._next.handle_request(request)
         breaker, permit, start = admitted
         del admitted  # a request in flight holds these locals, not one more object
-        #: The shared probe lease of a half-open call, to release after it.
-        token: str | None = None
+        token: str | None = None  # the shared probe lease of a half-open call
         if not gate.local:
             signals = gate.signals
             key = breaker.signal_key
             try:
                 permit, lease = gate.check(breaker, permit, signals.get_signal(key), request)
                 if lease:
-                    token = gate.leased(
-                        breaker,
-                        permit,
-                        signals.acquire_probe(
-                            key, breaker.policy.half_open_max_calls, _lease_ttl(request)
-                        ),
-                        request,
+                    token = signals.acquire_probe(
+                        key, breaker.policy.half_open_max_calls, _lease_ttl(request)
                     )
+                    gate.leased(breaker, permit, token, request)
             except CircuitOpenError:
                 raise  # the permit was given back
             except BaseException:
@@ -509,14 +503,10 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
                 signal = await signals.aget_signal(key)
             permit, lease = gate.check(breaker, permit, signal, request)
             if lease:
-                token = gate.leased(
-                    breaker,
-                    permit,
-                    await signals.aacquire_probe(
-                        key, breaker.policy.half_open_max_calls, _lease_ttl(request)
-                    ),
-                    request,
+                token = await signals.aacquire_probe(
+                    key, breaker.policy.half_open_max_calls, _lease_ttl(request)
                 )
+                gate.leased(breaker, permit, token, request)
         except CircuitOpenError:
             raise  # the permit was given back
         except BaseException:
