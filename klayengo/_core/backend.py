@@ -402,17 +402,21 @@ class MemoryState:
         max_keys: int = DEFAULT_LIMIT_MAX_KEYS,
     ) -> Reservation:
         monotonic, lookup = clock.monotonic, self.limiters.host
-        tolerance = (burst - 1) * interval
         while True:
             limiter = lookup(key)
             if limiter is None:  # the clock is read for a creation only: the hot path reads it once
                 limiter = self.limiters.add(key, interval, burst, max_keys, monotonic(), name=key)
-            with limiter.lock:
+            # acquire/release, not `with`: half the cost on the path every request takes.
+            lock = limiter.lock
+            lock.acquire()
+            try:
                 if limiter.evicted:  # dropped after the lookup: look again
                     continue
-                if limiter.interval != interval or limiter.tolerance != tolerance:
+                if limiter.interval != interval or limiter.burst != burst:
                     limiter.configure(interval, burst)  # created by a pause, or a new policy
                 decision = limiter.reserve(monotonic(), max_wait)
+            finally:
+                lock.release()
             break
         if decision is ADMIT_NOW:
             return ADMITTED

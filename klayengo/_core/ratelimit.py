@@ -147,6 +147,7 @@ class GCRALimiter:
     """
 
     __slots__ = (
+        "burst",
         "evicted",
         "interval",
         "lock",
@@ -163,6 +164,7 @@ class GCRALimiter:
         self, rate: float, per: float, burst: int, *, max_pause: float, name: str = ""
     ) -> None:
         self.interval = self.tolerance = 0.0
+        self.burst = 0
         self.configure(per / rate, burst)
         self.max_pause = max_pause
         self.name = name
@@ -180,6 +182,7 @@ class GCRALimiter:
         """Set the emission interval and the burst (under ``lock``). Slots already
         reserved keep their start; later reservations follow the new parameters."""
         self.interval = interval
+        self.burst = burst
         self.tolerance = (burst - 1) * interval
 
     def reserve(self, now: float, max_wait: float | None) -> Admit | Reject:

@@ -55,14 +55,19 @@ _KEYS: Final = "ratelimit.keys"
 _KEYS_MEMO_SIZE: Final = 4096
 
 
-class _Memo:
-    """Store keys already built: origin -> (policy, store key, host key); policy -> store key."""
+#: ``(policy, store key, host key, emission interval)`` of a limited origin.
+_Quota = tuple[RateLimitPolicy, str, str, float]
 
-    __slots__ = ("origins", "policies")
+
+class _Memo:
+    """Origin -> its :data:`_Quota`, or None for an origin that is not
+    limited. The client's resolver gives one origin one policy for the client's
+    life, so a hit needs neither the resolver nor the key builders."""
+
+    __slots__ = ("origins",)
 
     def __init__(self) -> None:
-        self.origins: dict[Origin, tuple[RateLimitPolicy, str, str]] = {}
-        self.policies: dict[RateLimitPolicy, str] = {}
+        self.origins: dict[Origin, _Quota | None] = {}
 
 
 def limit_key(client: str, quota: str) -> str:
@@ -101,35 +106,31 @@ class _RateLimitMixin:
     _memo: _Memo
     _resolve: Callable[[httpx.URL], ResolvedPolicies]
 
-    def _quota(self, request: httpx.Request) -> tuple[RateLimitPolicy, str, str] | None:
-        """``(policy, store key, host key)`` of ``request``; None when it is not limited."""
-        url = request.url
-        policy = self._resolve(url).rate_limit
-        if policy is None:
-            return None
+    def _quota(self, request: httpx.Request) -> _Quota | None:
+        """The :data:`_Quota` of ``request``; None when it is not limited."""
         if EXTENSION_KEY in request.extensions and not request_options(request).rate_limit:
             return None
-        memo = self._memo
-        if policy.scope == "host":
-            # Memoized per origin (the layers above already named this URL's origin),
-            # policy included: the client's resolver gives one origin one policy, and
-            # handing back the stored tuple saves building one per request.
-            origin = url_origin(url)
-            found = memo.origins.get(origin)
-            if found is None:
-                if len(memo.origins) >= _KEYS_MEMO_SIZE:
-                    memo.origins.clear()
-                name = host_key(url)
-                found = memo.origins[origin] = (
-                    policy,
-                    limit_key(self._context.name, f"{url.scheme}://{name}"),
-                    name,
-                )
-            return found
-        key = memo.policies.get(policy) or memo.policies.setdefault(
-            policy, limit_key(self._context.name, _policy_quota(policy))
-        )
-        return policy, key, host_key(url)
+        url = request.url
+        origin = url_origin(url)
+        try:
+            return self._memo.origins[origin]
+        except KeyError:
+            return self._remember(url, origin)
+
+    def _remember(self, url: httpx.URL, origin: Origin) -> _Quota | None:
+        # An origin not in the memo: resolve its policy and build its keys once.
+        policy = self._resolve(url).rate_limit
+        found: _Quota | None = None
+        if policy is not None:
+            name = host_key(url)
+            quota = f"{url.scheme}://{name}" if policy.scope == "host" else _policy_quota(policy)
+            key = limit_key(self._context.name, quota)
+            found = (policy, key, name, policy.per / policy.rate)
+        origins = self._memo.origins
+        if len(origins) >= _KEYS_MEMO_SIZE:
+            origins.clear()
+        origins[origin] = found
+        return found
 
     def _no_wait(self, host: str) -> None:
         """Report a request admitted at once (a zero wait) to a listening sink."""
@@ -140,12 +141,12 @@ class _RateLimitMixin:
     def _admit(
         self,
         request: httpx.Request,
-        quota: tuple[RateLimitPolicy, str, str],
+        quota: _Quota,
         reservation: Reservation,
     ) -> _Limited | None:
         """Act on a reservation other than ``ADMITTED``: raise when refused; else the
         wait to sleep, or None when there is none."""
-        policy, _, host = quota
+        policy, _, host, _ = quota
         if not reservation.admitted:
             self._context.events.rate_limited(host)
             if _log.isEnabledFor(logging.DEBUG):
@@ -260,9 +261,9 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         quota = self._quota(request)
         if quota is None:
             return self._next.handle_request(request)
-        policy, key, host = quota
+        policy, key, host, interval = quota
         reservation = self._limits.reserve(
-            key, policy.per / policy.rate, policy.burst, policy.max_wait, policy.max_hosts
+            key, interval, policy.burst, policy.max_wait, policy.max_hosts
         )
         waited = 0.0
         if reservation is ADMITTED:  # the hot path: admitted at once
@@ -338,8 +339,7 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         quota = self._quota(request)
         if quota is None:
             return await self._next.handle_async_request(request)
-        policy, key, host = quota
-        interval = policy.per / policy.rate
+        policy, key, host, interval = quota
         if self._local:
             reservation = self._limits.reserve(
                 key, interval, policy.burst, policy.max_wait, policy.max_hosts
