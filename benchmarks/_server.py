@@ -5,11 +5,17 @@ answers every request with a fixed 200 response (``Content-Length: 2``, body ``o
 and sets TCP_NODELAY on each connection, so no response waits for a delayed ACK.
 Deliberately tiny so that the server is never the bottleneck of the comparison.
 It only understands requests without a body (GET/HEAD), which is all the benchmarks send.
+
+On Linux with two or more CPUs the server is pinned to the last CPU and the benchmark
+process to the others while the server runs: left to the scheduler, the two processes
+sometimes share a core, and a run's throughput then swings by a fifth from one run to
+the next whichever client it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -54,6 +60,7 @@ def server_process() -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks._server"], stdout=subprocess.PIPE, text=True
     )
+    restore = _pin(proc.pid)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
@@ -61,6 +68,22 @@ def server_process() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if restore is not None:
+            os.sched_setaffinity(0, restore)
+
+
+def _pin(server: int) -> set[int] | None:
+    """Pin ``server`` to the last CPU and this process to the others; returns this
+    process's CPUs before, or None when there is nothing to pin (not Linux, one CPU)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    mine = os.sched_getaffinity(0)
+    if len(mine) < 2:
+        return None
+    last = max(mine)
+    os.sched_setaffinity(server, {last})
+    os.sched_setaffinity(0, mine - {last})
+    return mine
 
 
 def sync_rate(client: Any, url: str, n: int) -> float:
