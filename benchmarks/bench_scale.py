@@ -435,14 +435,18 @@ def run(quick: bool = False) -> str:
             "burst (from `gc.callbacks`), per request; `other` is the rest. Every request of "
             "the burst is in flight at once, so the heap grows by each one's objects until the "
             "first responses come back, and each full collection walks all of them: the "
-            "collector's time grows faster than the memory a request holds. The control row "
-            "is plain httpx with one transport that only awaits the one it wraps: one "
-            "coroutine more per request in flight, and no work. At 10,000 requests in flight "
-            "that alone makes CPython run one more full collection (each full collection runs "
-            "when the objects that survived since the last one reach a quarter of the heap), "
-            "so the target compares the layers with the control; the ratio to plain httpx is "
-            "reported beside it, and the sweep shows where the extra collection falls at "
-            "other burst sizes.",
+            "collector's time grows faster than the memory a request holds. "
+            "The control row is plain httpx with one transport that only awaits the one it "
+            "wraps: one coroutine more per request in flight, and no work. CPython runs a "
+            "full collection when the objects that survived since the last one reach a "
+            "quarter of the heap, so the number of full collections in a burst is a step "
+            "function of the objects each request holds, and where the steps fall moves "
+            "with what the process already holds: on the machine of the results file, the "
+            "control alone ran one more full collection than plain httpx at 10,000 requests "
+            "in flight in a process of its own, and none more after the other sections. "
+            "The target compares the "
+            "layers with the control; the ratio to plain httpx is reported beside it, and "
+            "the sweep shows where the extra collection falls at other burst sizes.",
             "",
             concurrent(quick),
             "",
