@@ -126,15 +126,10 @@ class _AiolimiterPerHostTransport(httpx.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
 
 
-def _layer_case(aiolimiter: str = "") -> _Case:
+def _layer_case(wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]) -> _Case:
+    """What ``wrap(inner)`` adds to a request over the no-op ``inner`` alone."""
     inner = _NoOp()
-    layer: httpx.AsyncBaseTransport
-    if aiolimiter == "single":
-        layer = _AiolimiterTransport(inner, AsyncLimiter(HUGE_RATE, 1))
-    elif aiolimiter == "per host":
-        layer = _AiolimiterPerHostTransport(inner)
-    else:
-        layer = AsyncRateLimitTransport(inner, RateLimitPolicy(rate=HUGE_RATE))
+    layer = wrap(inner)
     request = _request()
 
     async def run(n: int) -> float:
@@ -155,11 +150,15 @@ async def _overhead(rounds: int, n: int) -> dict[str, list[float]]:
     cases = {
         "aiolimiter `acquire()`": _aiolimiter_case(),
         "klayengo core `reserve` (locked)": _core_case(),
-        "aiolimiter in a minimal transport (per request)": _layer_case(aiolimiter="single"),
-        "aiolimiter per host in a minimal transport (per request)": _layer_case(
-            aiolimiter="per host"
+        "aiolimiter in a minimal transport (per request)": _layer_case(
+            lambda inner: _AiolimiterTransport(inner, AsyncLimiter(HUGE_RATE, 1))
         ),
-        "klayengo `AsyncRateLimitTransport` layer (per request)": _layer_case(),
+        "aiolimiter per host in a minimal transport (per request)": _layer_case(
+            _AiolimiterPerHostTransport
+        ),
+        "klayengo `AsyncRateLimitTransport` layer (per request)": _layer_case(
+            lambda inner: AsyncRateLimitTransport(inner, RateLimitPolicy(rate=HUGE_RATE))
+        ),
     }
     for case in cases.values():  # warm up
         await case(n // 10)

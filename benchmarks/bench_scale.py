@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
@@ -111,15 +111,12 @@ class _CollectorTime:
         gc.callbacks.remove(self)
 
 
-class _Burst:
+class _Burst(NamedTuple):
     """One burst's requests/s, collector seconds per request and full collections."""
 
-    __slots__ = ("full", "gc_per_request", "rate")
-
-    def __init__(self, rate: float, gc_per_request: float, full: int) -> None:
-        self.rate = rate
-        self.gc_per_request = gc_per_request
-        self.full = full
+    rate: float
+    gc_per_request: float
+    full: int
 
 
 async def _burst(kind: str, concurrent: int) -> _Burst:
@@ -168,14 +165,20 @@ def _bursts(concurrent: int, repeat: int) -> dict[str, list[_Burst]]:
 
 
 def _median(runs: list[_Burst], field: str) -> float:
-    return statistics.median(getattr(run, field) for run in runs)
+    return float(statistics.median(getattr(run, field) for run in runs))
+
+
+def _medians(runs: dict[str, list[_Burst]], field: str) -> dict[str, float]:
+    """Each kind's median of ``field``."""
+    return {kind: _median(runs[kind], field) for kind in KINDS}
 
 
 def concurrent(quick: bool) -> str:
     runs = _bursts(CONCURRENT, 2 if quick else 5)
     peaks = {kind: _peak_mib(kind) for kind in KINDS}
-    rate = {kind: _median(runs[kind], "rate") for kind in KINDS}
-    collected = {kind: _median(runs[kind], "gc_per_request") * 1e6 for kind in KINDS}
+    rate = _medians(runs, "rate")
+    full = _medians(runs, "full")
+    collected = {kind: value * 1e6 for kind, value in _medians(runs, "gc_per_request").items()}
     outside = {kind: 1e6 / rate[kind] - collected[kind] for kind in KINDS}
     rows = []
     for kind in KINDS:
@@ -185,7 +188,7 @@ def concurrent(quick: bool) -> str:
                 NAMES[kind],
                 f"{rate[kind]:,.0f} ({min(values):,.0f}-{max(values):,.0f})",
                 f"{rate[kind] / rate['httpx']:.2f}x",
-                f"{_median(runs[kind], 'full'):g}",
+                f"{full[kind]:g}",
                 f"{collected[kind]:.1f}",
                 f"{outside[kind]:.1f}",
                 f"{peaks[kind]:,.1f}",
@@ -263,8 +266,8 @@ def sweep(quick: bool, at_concurrent: dict[str, list[_Burst]]) -> str:
     rows = []
     for size in SWEEP:
         runs = at_concurrent if size == CONCURRENT else _bursts(size, 1 if quick else 3)
-        rate = {kind: _median(runs[kind], "rate") for kind in KINDS}
-        full = {kind: f"{_median(runs[kind], 'full'):g}" for kind in KINDS}
+        rate = _medians(runs, "rate")
+        full = _medians(runs, "full")
         rows.append(
             [
                 f"{size:,}",
@@ -272,7 +275,7 @@ def sweep(quick: bool, at_concurrent: dict[str, list[_Burst]]) -> str:
                 f"{rate['control'] / rate['httpx']:.2f}x",
                 f"{rate['klayengo'] / rate['httpx']:.2f}x",
                 f"{rate['klayengo'] / rate['control']:.2f}x",
-                " / ".join(full[kind] for kind in KINDS),
+                " / ".join(f"{full[kind]:g}" for kind in KINDS),
             ]
         )
     return "\n".join(

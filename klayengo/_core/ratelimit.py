@@ -163,8 +163,6 @@ class GCRALimiter:
     def __init__(
         self, rate: float, per: float, burst: int, *, max_pause: float, name: str = ""
     ) -> None:
-        self.interval = self.tolerance = 0.0
-        self.burst = 0
         self.configure(per / rate, burst)
         self.max_pause = max_pause
         self.name = name
