@@ -652,8 +652,10 @@ async def test_cancelling_during_backoff_ends_at_once_without_another_attempt() 
 @pytest.mark.anyio
 async def test_cancelling_from_another_task_during_backoff() -> None:
     script = Script(httpx.ConnectError("down"), 200)
-    transport = AsyncRetryTransport(script, RetryPolicy(backoff_base=30, backoff_max=30))
-    transport._random = lambda: 1.0
+    # The full 30 s backoff: a jittered one below 0.06 s would let the second attempt in.
+    transport = AsyncRetryTransport(
+        script, RetryPolicy(backoff_base=30, backoff_max=30), _random=lambda: 1.0
+    )
     async with anyio.create_task_group() as group:
         group.start_soon(transport.handle_async_request, httpx.Request("GET", URL))
         while script.attempts == 0:
