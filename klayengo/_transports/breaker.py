@@ -48,7 +48,6 @@ import re
 from collections.abc import Mapping
 from typing import Final, NoReturn
 
-import anyio
 import httpx
 
 from .._core.backend import DEFAULT_PROBE_LEASE_TTL, BreakerSignal
@@ -68,7 +67,8 @@ from .._core.report import report
 from .._exceptions import CircuitOpenError, ResilienceError
 from .._policies import DEFAULT_BREAKER_MAX_HOSTS, CircuitBreakerPolicy, HostPolicy
 from ._context import LayerContext
-from ._layer import AsyncLayer, SyncLayer
+from ._layer import SyncLayer
+from ._pipeline import AsyncPipeline
 
 __all__ = [
     "REGISTRY_KEY",
@@ -97,6 +97,8 @@ MIN_PROBE_LEASE_TTL: Final = 1.0
 #: and when it started. The twins unpack it into locals: an object per call would be
 #: one more object held by every request in flight (and counted by every collection).
 _Admitted = tuple[Breaker, Permit, float]
+#: A permit checked against the shared signal, and the shared probe lease it holds.
+_Checked = tuple[Permit, str | None]
 
 
 def _lease_ttl(request: httpx.Request) -> float:
@@ -329,6 +331,72 @@ class _Gate:
         report(response)["breaker"] = breaker.state
         return new
 
+    def shared(self, breaker: Breaker, permit: Permit, request: httpx.Request) -> _Checked:
+        """Check the origin's shared signal (a store shared with other processes), and
+        lease a shared probe slot when the call is a half-open probe.
+
+        Raises:
+            CircuitOpenError: the origin is open elsewhere, or no probe slot is free
+                (the permit was given back).
+        """
+        signals = self.signals
+        key = breaker.signal_key
+        try:
+            permit, lease = self.check(breaker, permit, signals.get_signal(key), request)
+            token = None
+            if lease:
+                token = signals.acquire_probe(
+                    key, breaker.policy.half_open_max_calls, _lease_ttl(request)
+                )
+                self.leased(breaker, permit, token, request)
+        except CircuitOpenError:
+            raise  # the permit was given back
+        except BaseException:
+            breaker.release(permit)
+            raise
+        return permit, token
+
+    async def ashared(self, breaker: Breaker, permit: Permit, request: httpx.Request) -> _Checked:
+        """The async twin of :meth:`shared`."""
+        signals = self.signals
+        key = breaker.signal_key
+        try:
+            permit, lease = self.check(breaker, permit, await signals.aget_signal(key), request)
+            token = None
+            if lease:
+                token = await signals.aacquire_probe(
+                    key, breaker.policy.half_open_max_calls, _lease_ttl(request)
+                )
+                self.leased(breaker, permit, token, request)
+        except CircuitOpenError:
+            raise
+        except BaseException:
+            breaker.release(permit)
+            raise
+        return permit, token
+
+    def settle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
+        """Release the shared probe lease; publish a transition this process caused."""
+        signals = self.signals
+        key = breaker.signal_key
+        if token is not None:
+            signals.release_probe(key, token)
+        if publish == OPEN:
+            self.published(breaker, signals.publish_open(key, breaker.policy.open_duration))
+        elif publish == CLOSED:
+            signals.publish_closed(key)
+
+    async def asettle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
+        """The async twin of :meth:`settle`."""
+        signals = self.signals
+        key = breaker.signal_key
+        if token is not None:
+            await signals.arelease_probe(key, token)
+        if publish == OPEN:
+            self.published(breaker, await signals.apublish_open(key, breaker.policy.open_duration))
+        elif publish == CLOSED:
+            await signals.apublish_closed(key)
+
     def failed(self, breaker: Breaker, permit: Permit, start: float, exc: Exception) -> str | None:
         """Record a call that raised ``exc``; the state to publish, if any."""
         if isinstance(exc, _NOT_UPSTREAM):
@@ -429,48 +497,28 @@ class CircuitBreakerTransport(_Introspection, SyncLayer):
         del admitted  # a request in flight holds these locals, not one more object
         token: str | None = None  # the shared probe lease of a half-open call
         if not gate.local:
-            signals = gate.signals
-            key = breaker.signal_key
-            try:
-                permit, lease = gate.check(breaker, permit, signals.get_signal(key), request)
-                if lease:
-                    token = signals.acquire_probe(
-                        key, breaker.policy.half_open_max_calls, _lease_ttl(request)
-                    )
-                    gate.leased(breaker, permit, token, request)
-            except CircuitOpenError:
-                raise  # the permit was given back
-            except BaseException:
-                breaker.release(permit)
-                raise
+            permit, token = gate.shared(breaker, permit, request)
         try:
             response = self._next.handle_request(request)
         except Exception as exc:
-            self._settle(breaker, token, gate.failed(breaker, permit, start, exc))
+            gate.settle(breaker, token, gate.failed(breaker, permit, start, exc))
             raise
         except BaseException:
             breaker.release(permit)  # cancelled: neither a success nor a failure
-            self._settle(breaker, token, None)
+            gate.settle(breaker, token, None)
             raise
         publish = gate.completed(breaker, permit, start, response)
         if publish is not None or token is not None:
-            self._settle(breaker, token, publish)
+            gate.settle(breaker, token, publish)
         return response
 
-    def _settle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
-        """Release the shared probe lease; publish a transition this process caused."""
-        signals = self._gate.signals
-        key = breaker.signal_key
-        if token is not None:
-            signals.release_probe(key, token)
-        if publish == OPEN:
-            self._gate.published(breaker, signals.publish_open(key, breaker.policy.open_duration))
-        elif publish == CLOSED:
-            signals.publish_closed(key)
 
+class AsyncCircuitBreakerTransport(_Introspection, AsyncPipeline):
+    """The async twin of :class:`CircuitBreakerTransport` (asyncio and trio).
 
-class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
-    """The async twin of :class:`CircuitBreakerTransport` (asyncio and trio)."""
+    Its request path is :class:`~klayengo._transports._pipeline.AsyncPipeline`'s, with
+    this layer's gate as its only part.
+    """
 
     def __init__(
         self,
@@ -485,59 +533,6 @@ class AsyncCircuitBreakerTransport(_Introspection, AsyncLayer):
             _context or LayerContext.standalone(breaker=_default(policy), hosts=hosts),
         )
         self._gate = _Gate(self._context)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        gate = self._gate
-        admitted = gate.admit(request)
-        if admitted is None:
-            return await self._next.handle_async_request(request)
-        breaker, permit, start = admitted
-        del admitted  # a request in flight holds these locals, not one more object
-        token: str | None = None  # the shared probe lease of a half-open call
-        signals = gate.signals
-        key = breaker.signal_key
-        try:
-            if gate.local:  # answers without waiting: no coroutine per request
-                signal = signals.get_signal(key)
-            else:
-                signal = await signals.aget_signal(key)
-            permit, lease = gate.check(breaker, permit, signal, request)
-            if lease:
-                token = await signals.aacquire_probe(
-                    key, breaker.policy.half_open_max_calls, _lease_ttl(request)
-                )
-                gate.leased(breaker, permit, token, request)
-        except CircuitOpenError:
-            raise  # the permit was given back
-        except BaseException:
-            breaker.release(permit)
-            raise
-        try:
-            response = await self._next.handle_async_request(request)
-        except Exception as exc:
-            await self._settle(breaker, token, gate.failed(breaker, permit, start, exc))
-            raise
-        except BaseException:
-            breaker.release(permit)  # cancelled: neither a success nor a failure
-            with anyio.CancelScope(shield=True):  # bounded by the store's timeout
-                await self._settle(breaker, token, None)
-            raise
-        publish = gate.completed(breaker, permit, start, response)
-        if publish is not None or token is not None:
-            await self._settle(breaker, token, publish)
-        return response
-
-    async def _settle(self, breaker: Breaker, token: str | None, publish: str | None) -> None:
-        """Release the shared probe lease; publish a transition this process caused."""
-        signals = self._gate.signals
-        key = breaker.signal_key
-        if token is not None:
-            await signals.arelease_probe(key, token)
-        if publish == OPEN:
-            opened = await signals.apublish_open(key, breaker.policy.open_duration)
-            self._gate.published(breaker, opened)
-        elif publish == CLOSED:
-            await signals.apublish_closed(key)
 
 
 # -- introspection ----------------------------------------------------------------------

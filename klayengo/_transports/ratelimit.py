@@ -41,14 +41,13 @@ from .._core.report import report
 from .._exceptions import RateLimitExceeded
 from .._policies import HostPolicy, RateLimitPolicy, check_policy
 from ._context import LayerContext
-from ._layer import AsyncLayer, SyncLayer
+from ._layer import SyncLayer
+from ._pipeline import BACK_PRESSURE_STATUSES, AsyncPipeline
 
 __all__ = ["AsyncRateLimitTransport", "RateLimitTransport", "limit_key"]
 
 _log = logging.getLogger("klayengo")
 
-#: Responses whose ``Retry-After`` pauses the host's limiter.
-BACK_PRESSURE_STATUSES: Final = frozenset({429, 503})
 #: The :meth:`LayerContext.shared` key of the client's memo of limiter keys.
 _KEYS: Final = "ratelimit.keys"
 #: Origins remembered in that memo; it is cleared when full (churn costs time, not memory).
@@ -304,8 +303,11 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
         self._finished(limited)
 
 
-class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
+class AsyncRateLimitTransport(_RateLimitMixin, AsyncPipeline):
     """Rate-limit the requests sent through ``transport``; the async twin (asyncio, trio).
+
+    Its request path is :class:`~klayengo._transports._pipeline.AsyncPipeline`'s, with
+    this layer as its only part.
 
     Usage with a plain ``httpx.AsyncClient``::
 
@@ -334,35 +336,7 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncLayer):
         # An in-process store decides without waiting for anything: call it directly
         # rather than through a coroutine (a third of this layer's own cost).
         self._local = bool(getattr(self._limits, "local", False))
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        quota = self._quota(request)
-        if quota is None:
-            return await self._next.handle_async_request(request)
-        policy, key, host, interval = quota
-        if self._local:
-            reservation = self._limits.reserve(
-                key, interval, policy.burst, policy.max_wait, policy.max_hosts
-            )
-        else:
-            reservation = await self._limits.areserve(
-                key, interval, policy.burst, policy.max_wait, policy.max_hosts
-            )
-        waited = 0.0
-        if reservation is ADMITTED:  # the hot path: admitted at once
-            self._no_wait(host)
-        else:
-            limited = self._admit(request, quota, reservation)
-            if limited is not None:
-                await self._wait(limited)
-                waited = limited.waited
-        response = await self._next.handle_async_request(request)
-        report(response)["wait"] = waited
-        if response.status_code in BACK_PRESSURE_STATUSES:
-            pause = self._pause_for(policy, host, response)
-            if pause is not None:
-                await self._limits.apause(key, pause)
-        return response
+        self._limiter = self
 
     async def _wait(self, limited: _Limited) -> None:
         sleep = self._context.async_sleep

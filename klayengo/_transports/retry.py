@@ -39,7 +39,8 @@ from .._core.retry import (
 )
 from .._policies import HostPolicy, RetryPolicy
 from ._context import LayerContext
-from ._layer import AsyncLayer, SyncLayer
+from ._layer import SyncLayer
+from ._pipeline import AsyncPipeline
 
 __all__ = ["DRAIN_LIMIT", "AsyncRetryTransport", "RetryTransport"]
 
@@ -146,6 +147,36 @@ def _wait_of(response: httpx.Response) -> float:
     return 0.0
 
 
+def _discard(response: httpx.Response, request: httpx.Request) -> None:
+    """Drain a small failed body (so its connection can be reused), then close it."""
+    try:
+        if _drainable(response, request):
+            for _ in response.iter_raw():
+                pass
+    except (httpx.HTTPError, RuntimeError):  # a broken body: closing is all we can do
+        pass
+    finally:
+        try:
+            response.close()
+        except (httpx.HTTPError, RuntimeError):
+            _log.debug("klayengo retry: closing a failed response raised", exc_info=True)
+
+
+async def _adiscard(response: httpx.Response, request: httpx.Request) -> None:
+    """The async twin of :func:`_discard`."""
+    try:
+        if _drainable(response, request):
+            async for _ in response.aiter_raw():
+                pass
+    except (httpx.HTTPError, RuntimeError):
+        pass
+    finally:
+        try:
+            await response.aclose()
+        except (httpx.HTTPError, RuntimeError):
+            _log.debug("klayengo retry: closing a failed response raised", exc_info=True)
+
+
 def _standalone(policy: RetryPolicy | None, hosts: Mapping[str, HostPolicy] | None) -> LayerContext:
     """The context of a layer used on its own: ``RetryPolicy()`` unless told otherwise."""
     return LayerContext.standalone(retry=policy or RetryPolicy(), hosts=hosts)
@@ -197,6 +228,10 @@ class _Retrier:
     """The non-I/O half shared by the twins: policy, state, budget, events, logs."""
 
     _context: LayerContext
+    # For the async driver (klayengo._transports._pipeline), which cannot import them.
+    _call = _Call
+    _wait_of = staticmethod(_wait_of)
+    _adiscard = staticmethod(_adiscard)
 
     def _setup(self, rand: RandomSource | None) -> None:
         self._rand: RandomSource = rand if rand is not None else random.random
@@ -349,8 +384,11 @@ class RetryTransport(_Retrier, SyncLayer):
             self._context.sleep(delay)
 
 
-class AsyncRetryTransport(_Retrier, AsyncLayer):
+class AsyncRetryTransport(_Retrier, AsyncPipeline):
     """The async twin of :class:`RetryTransport` (asyncio and trio; sleeps are cancellable).
+
+    Its request path is :class:`~klayengo._transports._pipeline.AsyncPipeline`'s, with
+    this layer as its only part.
 
     Args:
         transport: the transport to wrap.
@@ -369,63 +407,4 @@ class AsyncRetryTransport(_Retrier, AsyncLayer):
     ) -> None:
         super().__init__(transport, _context or _standalone(policy, hosts))
         self._setup(_random)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        begun = self._begin(request)
-        if begun is None:
-            return self._finish(await self._next.handle_async_request(request), None, 0.0)
-        policy, options, host, started, body = begun
-        del begun  # a request in flight holds these locals, not one more object
-        call: _Call | None = None  # built when an attempt fails
-        waited = 0.0
-        while True:
-            try:
-                response = await self._next.handle_async_request(request)
-            except httpx.TransportError as exc:
-                if call is None:
-                    call = _Call(request, policy, options, host, started, body)
-                delay = self._after_error(call, exc)
-                if delay is None:
-                    raise
-            else:
-                if response.status_code not in policy.retry_statuses:
-                    return self._finish(response, call, waited)  # no clock, no header read
-                if call is None:
-                    call = _Call(request, policy, options, host, started, body)
-                delay = self._after_response(call, response)
-                if delay is None:
-                    return self._finish(response, call, waited)
-                waited += _wait_of(response)
-                await _adiscard(response, request)
-            # Outside the except block: the sleep must not chain onto the old error.
-            await self._context.async_sleep(delay)
-
-
-def _discard(response: httpx.Response, request: httpx.Request) -> None:
-    """Drain a small failed body (so its connection can be reused), then close it."""
-    try:
-        if _drainable(response, request):
-            for _ in response.iter_raw():
-                pass
-    except (httpx.HTTPError, RuntimeError):  # a broken body: closing is all we can do
-        pass
-    finally:
-        try:
-            response.close()
-        except (httpx.HTTPError, RuntimeError):
-            _log.debug("klayengo retry: closing a failed response raised", exc_info=True)
-
-
-async def _adiscard(response: httpx.Response, request: httpx.Request) -> None:
-    """The async twin of :func:`_discard`."""
-    try:
-        if _drainable(response, request):
-            async for _ in response.aiter_raw():
-                pass
-    except (httpx.HTTPError, RuntimeError):
-        pass
-    finally:
-        try:
-            await response.aclose()
-        except (httpx.HTTPError, RuntimeError):
-            _log.debug("klayengo retry: closing a failed response raised", exc_info=True)
+        self._retrier = self

@@ -38,7 +38,8 @@ from .._core.options import EXTENSION_KEY, request_options
 from .._core.report import report
 from .._metrics import ClientMetrics, metrics_of
 from ._context import LayerContext
-from .breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
+from ._pipeline import AsyncPipeline
+from .breaker import CircuitBreakerTransport, _Gate
 from .cache import AsyncCacheTransport, CacheTransport
 from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
 from .retry import AsyncRetryTransport, RetryTransport
@@ -107,20 +108,28 @@ class MeteredStackTransport(StackTransport):
         return response
 
 
-class AsyncStackTransport(httpx.AsyncBaseTransport):
-    """The top of one async client stack: validates per-request options, closes once."""
+#: The parts an async stack runs in one coroutine: retry, circuit breaker, rate limit.
+_AsyncParts = tuple[AsyncRetryTransport | None, _Gate | None, AsyncRateLimitTransport | None]
+_NO_PARTS: _AsyncParts = (None, None, None)
 
-    def __init__(self, top: httpx.AsyncBaseTransport, inner: httpx.AsyncBaseTransport) -> None:
-        self._top = top
+
+class AsyncStackTransport(AsyncPipeline):
+    """The top of one async client stack: validates per-request options, runs the
+    layers it is given (all but the cache) in its own coroutine, closes once."""
+
+    _top = True
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        inner: httpx.AsyncBaseTransport,
+        context: LayerContext,
+        parts: _AsyncParts = _NO_PARTS,
+    ) -> None:
+        super().__init__(transport, context)
         self.inner = inner
         self._closed = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if EXTENSION_KEY in request.extensions:
-            request_options(request)
-        response = await self._top.handle_async_request(request)
-        report(response)
-        return response
+        self._retrier, self._gate, self._limiter = parts
 
     async def __aenter__(self) -> AsyncStackTransport:
         await self.inner.__aenter__()
@@ -129,7 +138,7 @@ class AsyncStackTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._top.aclose()
+            await self._next.aclose()
 
 
 class AsyncMeteredStackTransport(AsyncStackTransport):
@@ -137,29 +146,25 @@ class AsyncMeteredStackTransport(AsyncStackTransport):
 
     def __init__(
         self,
-        top: httpx.AsyncBaseTransport,
+        transport: httpx.AsyncBaseTransport,
         inner: httpx.AsyncBaseTransport,
         context: LayerContext,
+        parts: _AsyncParts = _NO_PARTS,
     ) -> None:
-        super().__init__(top, inner)
+        super().__init__(transport, inner, context, parts)
         self._metrics = _store(context)
         self._now = context.clock.monotonic
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if EXTENSION_KEY in request.extensions:
-            request_options(request)
-        metrics = self._metrics
-        series = metrics.request_started(request)
-        now = self._now
-        start = now()
-        try:
-            response = await self._top.handle_async_request(request)
-        except BaseException as exc:
-            metrics.request_error(series, exc, now() - start)
-            raise
-        metrics.request_response(series, response.status_code, now() - start)
-        report(response)
-        return response
+
+class _AsyncLayers(AsyncPipeline):
+    """The layers below the cache, when a stack has one: retry, breaker, rate limit,
+    in one coroutine per request."""
+
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, context: LayerContext, parts: _AsyncParts
+    ) -> None:
+        super().__init__(transport, context)
+        self._retrier, self._gate, self._limiter = parts
 
 
 def _store(context: LayerContext) -> ClientMetrics:
@@ -189,17 +194,22 @@ def build_stack(inner: httpx.BaseTransport, context: LayerContext) -> StackTrans
 def build_async_stack(
     inner: httpx.AsyncBaseTransport, context: LayerContext
 ) -> AsyncStackTransport:
-    """Wrap ``inner`` in the async layers the context's policies enable."""
+    """Wrap ``inner`` in the async layers the context's policies enable.
+
+    The same order as :func:`build_stack`, in fewer coroutines: the top runs retry,
+    breaker and rate limit itself (see :mod:`klayengo._transports._pipeline`), or,
+    when the cache is on, the cache's next transport does.
+    """
     resolver = context.resolver
+    parts: _AsyncParts = (
+        AsyncRetryTransport(inner, _context=context) if resolver.any("retry") else None,
+        _Gate(context) if resolver.any("breaker") else None,
+        AsyncRateLimitTransport(inner, _context=context) if resolver.any("rate_limit") else None,
+    )
     transport = inner
-    if resolver.any("rate_limit"):
-        transport = AsyncRateLimitTransport(transport, _context=context)
-    if resolver.any("breaker"):
-        transport = AsyncCircuitBreakerTransport(transport, _context=context)
-    if resolver.any("retry"):
-        transport = AsyncRetryTransport(transport, _context=context)
     if resolver.any("cache"):
-        transport = AsyncCacheTransport(transport, _context=context)
+        below = _AsyncLayers(inner, context, parts) if parts != _NO_PARTS else inner
+        transport, parts = AsyncCacheTransport(below, _context=context), _NO_PARTS
     if metrics_of(context) is not None:
-        return AsyncMeteredStackTransport(transport, inner, context)
-    return AsyncStackTransport(transport, inner)
+        return AsyncMeteredStackTransport(transport, inner, context, parts)
+    return AsyncStackTransport(transport, inner, context, parts)
