@@ -47,10 +47,6 @@ class _Default:
 
 _DEFAULT: Any = _Default()
 
-_USE_DEFAULT: Any = httpx.USE_CLIENT_DEFAULT
-_sync_send = httpx.Client.send
-_async_send = httpx.AsyncClient.send
-
 
 def _make_context(
     *,
@@ -189,25 +185,6 @@ class ResilientClient(_ResilientMixin, httpx.Client):
             if transport is not None and not isinstance(transport, StackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
 
-    # The same parameters as httpx.Client.send (a test pins that), spelled out: no
-    # super() lookup, no keyword dict, on every request.
-    def send(
-        self,
-        request: httpx.Request,
-        *,
-        stream: bool = False,
-        auth: Any = _USE_DEFAULT,
-        follow_redirects: Any = _USE_DEFAULT,
-    ) -> httpx.Response:
-        response = _sync_send(
-            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
-        )
-        if not stream and not response.is_closed:
-            # A cache hit arrives with its body already in memory; close it as httpx
-            # closes a network response it has read, so `is_closed` reads the same.
-            response.close()
-        return response
-
     def _klayengo_wrap(self, transport: httpx.BaseTransport) -> StackTransport:
         # One stack per distinct inner transport: the same object mounted twice is
         # wrapped once, so it is closed exactly once.
@@ -274,22 +251,6 @@ class AsyncResilientClient(_ResilientMixin, httpx.AsyncClient):
         for pattern, transport in self._mounts.items():
             if transport is not None and not isinstance(transport, AsyncStackTransport):
                 self._mounts[pattern] = self._klayengo_wrap(transport)
-
-    async def send(
-        self,
-        request: httpx.Request,
-        *,
-        stream: bool = False,
-        auth: Any = _USE_DEFAULT,
-        follow_redirects: Any = _USE_DEFAULT,
-    ) -> httpx.Response:
-        response = await _async_send(
-            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
-        )
-        if not stream and not response.is_closed:
-            # See ResilientClient.send.
-            await response.aclose()
-        return response
 
     def _klayengo_wrap(self, transport: httpx.AsyncBaseTransport) -> AsyncStackTransport:
         found = self._klayengo_stacks.get(id(transport))

@@ -6,7 +6,6 @@ what the handler saw and what the caller got.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import warnings
@@ -398,7 +397,32 @@ def test_cache_hits_read_like_network_responses() -> None:
             assert response.is_closed and response.content == b"body"
         with client.stream("GET", "https://x/") as streamed:
             assert streamed.extensions["klayengo"]["cache"] == "hit"
+            assert not streamed.is_closed
             assert b"".join(streamed.iter_raw()) == b"body"
+        with client.stream("GET", "https://x/") as streamed:
+            assert streamed.read() == b"body"
+            assert streamed.is_closed  # reading to the end closes, as upstream
+
+
+@pytest.mark.anyio
+async def test_async_cache_hits_read_like_network_responses() -> None:
+    def cacheable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Cache-Control": "max-age=60"}, content=b"body")
+
+    async with klayengo.AsyncResilientClient(
+        transport=httpx.MockTransport(cacheable), cache=klayengo.CachePolicy(), metrics=False
+    ) as client:
+        miss, hit = await client.get("https://x/"), await client.get("https://x/")
+        assert hit.extensions["klayengo"]["cache"] == "hit"
+        for response in (miss, hit):
+            assert response.is_closed and response.content == b"body"
+        async with client.stream("GET", "https://x/") as streamed:
+            assert streamed.extensions["klayengo"]["cache"] == "hit"
+            assert not streamed.is_closed
+            assert b"".join([chunk async for chunk in streamed.aiter_raw()]) == b"body"
+        async with client.stream("GET", "https://x/") as streamed:
+            assert await streamed.aread() == b"body"
+            assert streamed.is_closed
 
 
 @pytest.mark.parametrize(
@@ -408,12 +432,8 @@ def test_cache_hits_read_like_network_responses() -> None:
         (klayengo.AsyncResilientClient, httpx.AsyncClient),
     ],
 )
-def test_send_takes_exactly_what_httpx_send_takes(ours: type, theirs: type) -> None:
-    # `send` spells httpx's parameters out (no **kwargs on the hot path): a parameter
-    # a new httpx adds must not go missing silently.
-    mine = inspect.signature(ours.send).parameters
-    expected = inspect.signature(theirs.send).parameters
-    assert list(mine) == list(expected)
-    for name, parameter in expected.items():
-        assert mine[name].kind == parameter.kind
-        assert mine[name].default is parameter.default
+def test_send_is_httpx_own(ours: type, theirs: type) -> None:
+    # No wrapper around `send`: every request in flight would hold it as one more
+    # frame (a coroutine under async), and patching or overriding httpx's `send`
+    # works on our clients exactly as on httpx's.
+    assert ours.send is theirs.send

@@ -87,6 +87,27 @@ _NO_TIME: Final = datetime.timedelta(0)
 _PRELOAD: Final = hasattr(httpx.Response(200, content=b""), "_content")
 
 
+class _Preloaded(httpx.Response):
+    """A hit whose body is already in memory: reading it also closes it.
+
+    httpx reads every response it was not asked to stream, and reading a network
+    response to its end closes it; httpx skips the read when the body is already there,
+    which would leave a pre-read hit open. Closing here keeps ``is_closed`` as it reads
+    for a network response, without a wrapper around the client's ``send`` (which every
+    request in flight would hold, as one more coroutine).
+    """
+
+    def read(self) -> bytes:
+        content = super().read()
+        self.close()  # idempotent
+        return content
+
+    async def aread(self) -> bytes:
+        content = await super().aread()
+        await self.aclose()
+        return content
+
+
 # -- per-client state ------------------------------------------------------------------
 class _Flight:
     """One in-flight upstream request that identical misses wait for.
@@ -340,14 +361,15 @@ class _CacheLogic:
             **entry.extensions,
             EXTENSION_KEY: {"attempts": attempts, "cache": result, "breaker": None, "wait": 0.0},
         }
-        response = httpx.Response(
+        preload = entry.plain and _PRELOAD
+        response = (_Preloaded if preload else httpx.Response)(
             entry.status,
             headers=entry.headers,
             stream=entry.stream,
             request=request,
             extensions=extensions,
         )
-        if entry.plain and _PRELOAD:
+        if preload:
             # The body is in memory and needs no decoding: hand it over as httpx's
             # MockTransport does, so the client's read costs nothing. Streaming it
             # (iter_raw) still works: the stream itself is untouched.
