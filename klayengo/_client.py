@@ -9,7 +9,7 @@ behaviour is httpx's, untouched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -46,6 +46,9 @@ class _Default:
 
 
 _DEFAULT: Any = _Default()
+_USE_DEFAULT: Any = httpx.USE_CLIENT_DEFAULT
+#: The auth of every request without one (see `_build_request_auth`).
+_NO_AUTH: Final = httpx.Auth()
 
 
 def _make_context(
@@ -104,6 +107,14 @@ class _ResilientMixin:
         # httpx's own conversion (a CookieJar is shared, anything else copied), in
         # the jar wrapper that skips cookie parsing for responses without cookies.
         self._cookies = ResponseCookies(cookies)
+
+    def _build_request_auth(self, request: httpx.Request, auth: Any = _USE_DEFAULT) -> httpx.Auth:
+        base: Any = super()
+        found: httpx.Auth = base._build_request_auth(request, auth)
+        # Without auth httpx builds a new `Auth()`, which holds no state, for every
+        # request; each request in flight would keep one more object alive for the
+        # collector to scan. One shared instance does the same.
+        return _NO_AUTH if type(found) is httpx.Auth else found
 
     @property
     def klayengo_name(self) -> str:

@@ -113,6 +113,20 @@ def test_auth_flows() -> None:
         assert basic.json() == {"auth": "Basic "}
 
 
+@pytest.mark.parametrize("kind", [klayengo.ResilientClient, klayengo.AsyncResilientClient])
+def test_requests_without_auth_share_one_stateless_auth(kind: type) -> None:
+    # httpx builds a new, stateless Auth() per request without auth; ours shares one
+    # (one object fewer held by every request in flight). Any real auth is untouched.
+    client = kind(metrics=False)
+    first, second = (client.build_request("GET", "https://x/") for _ in range(2))
+    shared = client._build_request_auth(first)
+    assert type(shared) is httpx.Auth and client._build_request_auth(second) is shared
+    user = httpx.BasicAuth("u", "p")
+    assert client._build_request_auth(first, user) is user
+    in_url = client._build_request_auth(client.build_request("GET", "https://u:p@x/"))
+    assert isinstance(in_url, httpx.BasicAuth)
+
+
 def cookies(request: httpx.Request) -> httpx.Response:
     if request.url.path == "/login":
         return httpx.Response(200, headers={"Set-Cookie": "session=s1; Path=/"})
