@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._metrics import ClientMetrics
+    from ._context import LayerContext
     from .breaker import _Gate
     from .ratelimit import AsyncRateLimitTransport
     from .retry import AsyncRetryTransport
@@ -48,16 +49,21 @@ BACK_PRESSURE_STATUSES = frozenset({429, 503})
 class AsyncPipeline(AsyncLayer):
     """An async transport running the parts it holds around ``self._next``.
 
-    A part left ``None`` is skipped. Subclasses set the parts in ``__init__``.
+    A part left ``None`` is skipped. Subclasses set their parts after calling
+    ``__init__`` (instance attributes: CPython 3.11 reads them faster than class
+    attributes reached through an instance).
     """
 
-    #: The stack's top: validates per-request options first, reports last.
-    _top = False
-    _metrics: ClientMetrics | None = None
     _now: Callable[[], float]
-    _retrier: AsyncRetryTransport | None = None
-    _gate: _Gate | None = None
-    _limiter: AsyncRateLimitTransport | None = None
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, context: LayerContext) -> None:
+        super().__init__(transport, context)
+        #: The stack's top: validates per-request options first, reports last.
+        self._top = False
+        self._metrics: ClientMetrics | None = None
+        self._retrier: AsyncRetryTransport | None = None
+        self._gate: _Gate | None = None
+        self._limiter: AsyncRateLimitTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # Every value an attempt carries lives in this frame's locals: a tuple or an

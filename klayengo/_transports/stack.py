@@ -18,6 +18,11 @@ Why this order:
   itself does this accounting (:class:`MeteredStackTransport`): a layer of its own
   would be one more coroutine and frame held by every request in flight.
 
+The async stack keeps that order in fewer coroutines: its top runs retry, breaker and
+rate limit itself, in the one coroutine of :class:`~._pipeline.AsyncPipeline` (with the
+cache on, the cache's next transport does), so a request in flight holds one coroutine
+of klayengo's, not one per layer. The sync stack keeps a frame per layer.
+
 A layer is left out entirely when neither the client nor any ``hosts=`` pattern
 enables it (the metrics: when the client has ``metrics=False``, the top is a plain
 :class:`StackTransport`), so a disabled layer costs nothing. Every stack of one client
@@ -117,8 +122,6 @@ class AsyncStackTransport(AsyncPipeline):
     """The top of one async client stack: validates per-request options, runs the
     layers it is given (all but the cache) in its own coroutine, closes once."""
 
-    _top = True
-
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
@@ -127,6 +130,7 @@ class AsyncStackTransport(AsyncPipeline):
         parts: _AsyncParts = _NO_PARTS,
     ) -> None:
         super().__init__(transport, context)
+        self._top = True
         self.inner = inner
         self._closed = False
         self._retrier, self._gate, self._limiter = parts
