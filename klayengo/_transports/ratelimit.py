@@ -306,8 +306,8 @@ class RateLimitTransport(_RateLimitMixin, SyncLayer):
 class AsyncRateLimitTransport(_RateLimitMixin, AsyncPipeline):
     """Rate-limit the requests sent through ``transport``; the async twin (asyncio, trio).
 
-    Its request path is :class:`~klayengo._transports._pipeline.AsyncPipeline`'s, with
-    this layer as its only part.
+    In a client's stack, :class:`~klayengo._transports._pipeline.AsyncPipeline` runs this
+    layer's steps in the stack's one coroutine.
 
     Usage with a plain ``httpx.AsyncClient``::
 
@@ -337,6 +337,38 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncPipeline):
         # rather than through a coroutine (a third of this layer's own cost).
         self._local = bool(getattr(self._limits, "local", False))
         self._limiter = self
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # On its own the layer takes this short path (the pipeline's general one costs
+        # it ~30 ns more per request); in a client's stack the pipeline runs these
+        # same steps, in the same order.
+        quota = self._quota(request)
+        if quota is None:
+            return await self._next.handle_async_request(request)
+        policy, key, host, interval = quota
+        if self._local:
+            reservation = self._limits.reserve(
+                key, interval, policy.burst, policy.max_wait, policy.max_hosts
+            )
+        else:
+            reservation = await self._limits.areserve(
+                key, interval, policy.burst, policy.max_wait, policy.max_hosts
+            )
+        waited = 0.0
+        if reservation is ADMITTED:  # the hot path: admitted at once
+            self._no_wait(host)
+        else:
+            limited = self._admit(request, quota, reservation)
+            if limited is not None:
+                await self._wait(limited)
+                waited = limited.waited
+        response = await self._next.handle_async_request(request)
+        report(response)["wait"] = waited
+        if response.status_code in BACK_PRESSURE_STATUSES:
+            pause = self._pause_for(policy, host, response)
+            if pause is not None:
+                await self._limits.apause(key, pause)
+        return response
 
     async def _wait(self, limited: _Limited) -> None:
         sleep = self._context.async_sleep
