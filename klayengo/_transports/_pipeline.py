@@ -40,30 +40,37 @@ if TYPE_CHECKING:
     from .ratelimit import AsyncRateLimitTransport
     from .retry import AsyncRetryTransport
 
-__all__ = ["AsyncPipeline"]
+    #: The parts a pipeline runs: retry, circuit breaker, rate limit (None: skipped).
+    AsyncParts = tuple[AsyncRetryTransport | None, _Gate | None, AsyncRateLimitTransport | None]
+
+__all__ = ["NO_PARTS", "AsyncPipeline"]
 
 #: Responses whose ``Retry-After`` pauses the origin's limiter.
 BACK_PRESSURE_STATUSES = frozenset({429, 503})
+NO_PARTS: AsyncParts = (None, None, None)
 
 
 class AsyncPipeline(AsyncLayer):
     """An async transport running the parts it holds around ``self._next``.
 
-    A part left ``None`` is skipped. Subclasses set their parts after calling
-    ``__init__`` (instance attributes: CPython 3.11 reads them faster than class
-    attributes reached through an instance).
+    A part left ``None`` is skipped. A standalone layer sets its own part after calling
+    ``__init__``. The parts are instance attributes: CPython 3.11 reads them faster than
+    class attributes reached through an instance.
     """
 
     _now: Callable[[], float]
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, context: LayerContext) -> None:
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        context: LayerContext,
+        parts: AsyncParts = NO_PARTS,
+    ) -> None:
         super().__init__(transport, context)
         #: The stack's top: validates per-request options first, reports last.
         self._top = False
         self._metrics: ClientMetrics | None = None
-        self._retrier: AsyncRetryTransport | None = None
-        self._gate: _Gate | None = None
-        self._limiter: AsyncRateLimitTransport | None = None
+        self._retrier, self._gate, self._limiter = parts
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # Every value an attempt carries lives in this frame's locals: a tuple or an

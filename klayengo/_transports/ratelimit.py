@@ -339,9 +339,10 @@ class AsyncRateLimitTransport(_RateLimitMixin, AsyncPipeline):
         self._limiter = self
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # On its own the layer takes this short path (the pipeline's general one costs
-        # it ~30 ns more per request); in a client's stack the pipeline runs these
-        # same steps, in the same order.
+        # On its own the layer takes this short path: the pipeline's general one, run
+        # with only this part, costs ~90 ns more per request (870-890 against 970-1,000
+        # ns, the coroutine driven by hand over an inner that returns at once). In a
+        # client's stack the pipeline runs these same steps, in the same order.
         quota = self._quota(request)
         if quota is None:
             return await self._next.handle_async_request(request)

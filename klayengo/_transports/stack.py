@@ -37,17 +37,22 @@ cache hit, several attempts, a refusal): ``klayengo_requests_total``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 
 from .._core.options import EXTENSION_KEY, request_options
 from .._core.report import report
 from .._metrics import ClientMetrics, metrics_of
 from ._context import LayerContext
-from ._pipeline import AsyncPipeline
+from ._pipeline import NO_PARTS, AsyncPipeline
 from .breaker import CircuitBreakerTransport, _Gate
 from .cache import AsyncCacheTransport, CacheTransport
 from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
 from .retry import AsyncRetryTransport, RetryTransport
+
+if TYPE_CHECKING:
+    from ._pipeline import AsyncParts
 
 __all__ = [
     "AsyncMeteredStackTransport",
@@ -113,11 +118,6 @@ class MeteredStackTransport(StackTransport):
         return response
 
 
-#: The parts an async stack runs in one coroutine: retry, circuit breaker, rate limit.
-_AsyncParts = tuple[AsyncRetryTransport | None, _Gate | None, AsyncRateLimitTransport | None]
-_NO_PARTS: _AsyncParts = (None, None, None)
-
-
 class AsyncStackTransport(AsyncPipeline):
     """The top of one async client stack: validates per-request options, runs the
     layers it is given (all but the cache) in its own coroutine, closes once."""
@@ -127,13 +127,12 @@ class AsyncStackTransport(AsyncPipeline):
         transport: httpx.AsyncBaseTransport,
         inner: httpx.AsyncBaseTransport,
         context: LayerContext,
-        parts: _AsyncParts = _NO_PARTS,
+        parts: AsyncParts = NO_PARTS,
     ) -> None:
-        super().__init__(transport, context)
+        super().__init__(transport, context, parts)
         self._top = True
         self.inner = inner
         self._closed = False
-        self._retrier, self._gate, self._limiter = parts
 
     async def __aenter__(self) -> AsyncStackTransport:
         await self.inner.__aenter__()
@@ -153,22 +152,11 @@ class AsyncMeteredStackTransport(AsyncStackTransport):
         transport: httpx.AsyncBaseTransport,
         inner: httpx.AsyncBaseTransport,
         context: LayerContext,
-        parts: _AsyncParts = _NO_PARTS,
+        parts: AsyncParts = NO_PARTS,
     ) -> None:
         super().__init__(transport, inner, context, parts)
         self._metrics = _store(context)
         self._now = context.clock.monotonic
-
-
-class _AsyncLayers(AsyncPipeline):
-    """The layers below the cache, when a stack has one: retry, breaker, rate limit,
-    in one coroutine per request."""
-
-    def __init__(
-        self, transport: httpx.AsyncBaseTransport, context: LayerContext, parts: _AsyncParts
-    ) -> None:
-        super().__init__(transport, context)
-        self._retrier, self._gate, self._limiter = parts
 
 
 def _store(context: LayerContext) -> ClientMetrics:
@@ -205,15 +193,16 @@ def build_async_stack(
     when the cache is on, the cache's next transport does.
     """
     resolver = context.resolver
-    parts: _AsyncParts = (
+    parts: AsyncParts = (
         AsyncRetryTransport(inner, _context=context) if resolver.any("retry") else None,
         _Gate(context) if resolver.any("breaker") else None,
         AsyncRateLimitTransport(inner, _context=context) if resolver.any("rate_limit") else None,
     )
     transport = inner
     if resolver.any("cache"):
-        below = _AsyncLayers(inner, context, parts) if parts != _NO_PARTS else inner
-        transport, parts = AsyncCacheTransport(below, _context=context), _NO_PARTS
+        # The layers below the cache run in one pipeline of their own.
+        below = AsyncPipeline(inner, context, parts) if parts != NO_PARTS else inner
+        transport, parts = AsyncCacheTransport(below, _context=context), NO_PARTS
     if metrics_of(context) is not None:
         return AsyncMeteredStackTransport(transport, inner, context, parts)
     return AsyncStackTransport(transport, inner, context, parts)

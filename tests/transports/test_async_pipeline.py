@@ -201,7 +201,7 @@ async def _held(
     return busy[0] - idle[0], busy[1] - idle[1]
 
 
-class _Gate:
+class _Release:
     """A settable, clearable event (anyio's cannot be cleared)."""
 
     def __init__(self) -> None:
@@ -218,8 +218,8 @@ class _Gate:
         await self._event.wait()
 
 
-def _parked() -> tuple[httpx.MockTransport, _Gate, list[int]]:
-    release, arrived = _Gate(), []
+def _parked() -> tuple[httpx.MockTransport, _Release, list[int]]:
+    release, arrived = _Release(), []
 
     async def handler(request: httpx.Request) -> httpx.Response:
         arrived.append(1)
