@@ -122,6 +122,9 @@ class AsyncStackTransport(AsyncPipeline):
     """The top of one async client stack: validates per-request options, runs the
     layers it is given (all but the cache) in its own coroutine, closes once."""
 
+    #: Counts each logical request into the client's metrics (the subclass below).
+    _metered = False
+
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
@@ -133,6 +136,9 @@ class AsyncStackTransport(AsyncPipeline):
         self._top = True
         self.inner = inner
         self._closed = False
+        if self._metered:
+            self._metrics = _store(context)
+            self._now = context.clock.monotonic
 
     async def __aenter__(self) -> AsyncStackTransport:
         await self.inner.__aenter__()
@@ -147,16 +153,7 @@ class AsyncStackTransport(AsyncPipeline):
 class AsyncMeteredStackTransport(AsyncStackTransport):
     """An async stack top that also counts each logical request into the client's metrics."""
 
-    def __init__(
-        self,
-        transport: httpx.AsyncBaseTransport,
-        inner: httpx.AsyncBaseTransport,
-        context: LayerContext,
-        parts: AsyncParts = NO_PARTS,
-    ) -> None:
-        super().__init__(transport, inner, context, parts)
-        self._metrics = _store(context)
-        self._now = context.clock.monotonic
+    _metered = True
 
 
 def _store(context: LayerContext) -> ClientMetrics:
