@@ -43,9 +43,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+from klayengo._httpx._transports import cache as cache_module
 
 import klayengo
-from klayengo._transports import cache as cache_module
 
 from ._common import target
 

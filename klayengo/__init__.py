@@ -3,14 +3,20 @@
 Per-host circuit breakers, retries with backoff and a retry budget, rate limiting,
 an RFC 9111 response cache with request coalescing, and Prometheus metrics, for
 sync, asyncio and trio alike. See the README for the guide.
+
+This is the httpx surface: its clients subclass ``httpx.Client`` and
+``httpx.AsyncClient``. The same API on httpx2 is :mod:`klayengo.httpx2`. The names
+bound to httpx (the clients, the layer transports, the exceptions) are imported on
+first use, so ``import klayengo.httpx2`` never imports httpx.
 """
 
 from __future__ import annotations
 
+import typing as _typing
+
+from . import _flavour
 from ._backends.redis import RedisBackend
-from ._client import AsyncResilientClient, ResilientClient
 from ._core.breaker import BreakerSnapshot
-from ._exceptions import CircuitOpenError, RateLimitExceeded, ResilienceError
 from ._policies import (
     CachePolicy,
     CircuitBreakerPolicy,
@@ -20,10 +26,23 @@ from ._policies import (
     RetryPolicy,
 )
 from ._server import metrics_asgi_app, serve_metrics
-from ._transports.breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
-from ._transports.cache import AsyncCacheTransport, CacheTransport
-from ._transports.ratelimit import AsyncRateLimitTransport, RateLimitTransport
-from ._transports.retry import AsyncRetryTransport, RetryTransport
+
+if _typing.TYPE_CHECKING:
+    from ._bound import (
+        AsyncCacheTransport,
+        AsyncCircuitBreakerTransport,
+        AsyncRateLimitTransport,
+        AsyncResilientClient,
+        AsyncRetryTransport,
+        CacheTransport,
+        CircuitBreakerTransport,
+        CircuitOpenError,
+        RateLimitExceeded,
+        RateLimitTransport,
+        ResilienceError,
+        ResilientClient,
+        RetryTransport,
+    )
 
 __version__ = "0.1.0.dev0"
 
@@ -53,9 +72,34 @@ __all__ = [
     "serve_metrics",
 ]
 
+_FLAVOUR_FREE = (
+    "BreakerSnapshot",
+    "CachePolicy",
+    "CircuitBreakerPolicy",
+    "HostPolicy",
+    "MetricsPolicy",
+    "RateLimitPolicy",
+    "RedisBackend",
+    "RetryPolicy",
+    "metrics_asgi_app",
+    "serve_metrics",
+)
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # The httpx-bound names, imported with httpx on first use (PEP 562).
+    from ._surface import export
+
+    return export(globals(), "httpx", name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 # Public objects report the package as their home, as httpx's do.
-for _name in __all__:
+for _name in _FLAVOUR_FREE:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("klayengo."):
         _obj.__module__ = "klayengo"
-del _name, _obj
+del _name, _obj, _flavour

@@ -16,14 +16,16 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Final
-
-import httpx
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Final
 
 from . import __version__
-from ._client import ResilientClient
+from ._core.errors import error_names
 from ._core.hosts import host_key
-from ._exceptions import CircuitOpenError, RateLimitExceeded
+from ._flavour import FLAVOURS, bind, installed
+
+if TYPE_CHECKING:
+    from ._flavour import httpx
 from ._policies import CachePolicy, CircuitBreakerPolicy, RateLimitPolicy, RetryPolicy
 
 __all__ = ["build_parser", "main"]
@@ -163,11 +165,27 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def choose_flavour(asked: str = "auto") -> str:
+    """The flavour to run on: ``asked``, or for ``"auto"`` the first one installed
+    (httpx, then httpx2)."""
+    if asked != "auto":
+        return asked
+    for flavour in FLAVOURS:
+        if installed(flavour):
+            return flavour
+    raise SystemExit("klayengo: error: neither httpx nor httpx2 is installed")
+
+
+def _api(flavour: str) -> ModuleType:
+    return bind(choose_flavour(flavour))
+
+
 def parse_url(text: str) -> httpx.URL:
     """An absolute http(s) URL."""
+    library = _api("auto").httpx
     try:
-        url = httpx.URL(text)
-    except (httpx.InvalidURL, TypeError) as exc:
+        url: httpx.URL = library.URL(text)
+    except (library.InvalidURL, TypeError) as exc:
         raise argparse.ArgumentTypeError(f"invalid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(
@@ -248,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print the summary numbers as JSON on stdout; the display then goes to "
         "stderr, without the live table",
     )
+    demo.add_argument(
+        "--flavour",
+        choices=("auto", *FLAVOURS),
+        default="auto",
+        help="the HTTP library to run on (auto: httpx if installed, else httpx2)",
+    )
 
     get = commands.add_parser(
         "get",
@@ -320,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a request header (repeatable)",
     )
     get.add_argument(
+        "--flavour",
+        choices=("auto", *FLAVOURS),
+        default="auto",
+        help="the HTTP library to run on (auto: httpx if installed, else httpx2)",
+    )
+    get.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -362,6 +392,7 @@ def _demo(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         seed=args.seed,
         json=args.json,
+        flavour=choose_flavour(args.flavour),
     )
     try:
         summary = run_demo(options)
@@ -376,7 +407,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    url: httpx.URL = args.url
+    api = _api(args.flavour)
+    url: httpx.URL = api.httpx.URL(str(args.url))
     err = sys.stderr
     try:
         retry = RetryPolicy(max_retries=args.retries, deadline=args.deadline)
@@ -406,7 +438,7 @@ def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"* {'; '.join(layers)}; timeout {args.timeout:g} s", file=err)
     started = time.monotonic()
     try:
-        with ResilientClient(
+        with api.ResilientClient(
             retry=retry,
             breaker=breaker,
             rate_limit=rate_limit,
@@ -420,7 +452,7 @@ def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         print("klayengo get: interrupted", file=err)
         return EXIT_INTERRUPTED
-    except httpx.HTTPError as exc:
+    except api.httpx.HTTPError as exc:
         print(f"klayengo get: error: {describe_error(exc, url)}", file=err)
         return EXIT_FAILURE
     elapsed = time.monotonic() - started
@@ -487,15 +519,19 @@ def describe_error(exc: httpx.HTTPError, url: httpx.URL) -> str:
     """One line for an expected failure: what happened and to which host, never the
     query string or credentials of the URL."""
     host = host_key(url)
-    if isinstance(exc, CircuitOpenError):
-        after = f"; next probe in {exc.retry_after:.1f} s" if exc.retry_after else ""
-        return f"circuit open for {exc.host or host}: not sent{after}"
-    if isinstance(exc, RateLimitExceeded):
-        after = f"; next turn in {exc.retry_after:.1f} s" if exc.retry_after else ""
-        return f"rate limited for {exc.host or host}: not sent{after}"
-    if isinstance(exc, httpx.TimeoutException):
+    names = error_names(type(exc))
+    if "ResilienceError" in names:
+        retry_after = getattr(exc, "retry_after", None)
+        where = getattr(exc, "host", "") or host
+        if "CircuitOpenError" in names:
+            after = f"; next probe in {retry_after:.1f} s" if retry_after else ""
+            return f"circuit open for {where}: not sent{after}"
+        if "RateLimitExceeded" in names:
+            after = f"; next turn in {retry_after:.1f} s" if retry_after else ""
+            return f"rate limited for {where}: not sent{after}"
+    if "TimeoutException" in names:
         return f"timed out talking to {host} ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectError):
+    if "ConnectError" in names:
         return f"cannot connect to {host}: {_reason(exc)}"
     return f"{type(exc).__name__} from {host}: {_reason(exc)}"
 

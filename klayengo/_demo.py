@@ -32,14 +32,13 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from ._cli import describe_breaker, describe_cache, describe_rate_limit, describe_retry
-from ._client import ResilientClient
+from ._core.errors import error_names
 from ._core.events import Events, MultiEvents
 from ._core.labels import error_type
+from ._flavour import bind
 from ._policies import (
     CachePolicy,
     CircuitBreakerPolicy,
@@ -60,6 +59,10 @@ from .testing import (
     Slow,
     Upstream,
 )
+
+if TYPE_CHECKING:
+    from ._bound import ResilientClient
+    from ._flavour import httpx
 
 __all__ = ["DemoOptions", "DemoSummary", "run_demo"]
 
@@ -112,6 +115,7 @@ class DemoOptions:
         concurrency: worker threads sharing the client.
         seed: seeds the traffic mix and the upstream's random failures (``None``: random).
         json: also print the summary as JSON on stdout (the rest goes to stderr).
+        flavour: the HTTP library the client runs on, ``"httpx"`` or ``"httpx2"``.
     """
 
     duration: float = DEFAULT_DURATION
@@ -120,6 +124,7 @@ class DemoOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     seed: int | None = None
     json: bool = False
+    flavour: str = "httpx"
 
 
 # -- the numbers -------------------------------------------------------------------------
@@ -588,7 +593,7 @@ def run_demo(
         keys = {o.name: upstream[o.name].host_key for o in scenario}
         endpoint = serve_metrics(options.metrics_port, LOOPBACK, registry)
         try:
-            with ResilientClient(
+            with bind(options.flavour).ResilientClient(
                 name=CLIENT_NAME,
                 timeout=REQUEST_TIMEOUT,
                 retry=CLIENT_RETRY,
@@ -697,10 +702,11 @@ def _worker(
         started = time.monotonic()
         try:
             response = client.get(url)
-        except httpx.HTTPError as exc:
-            recorder.error(server.host_key, error_type(exc), time.monotonic() - started)
-        except Exception:
-            recorder.bug(server.host_key, traceback.format_exc(), time.monotonic() - started)
+        except Exception as exc:
+            if "HTTPError" in error_names(type(exc)):  # httpx's or httpx2's
+                recorder.error(server.host_key, error_type(exc), time.monotonic() - started)
+            else:
+                recorder.bug(server.host_key, traceback.format_exc(), time.monotonic() - started)
         else:
             recorder.response(server.host_key, response, time.monotonic() - started)
         stop.wait(rng.uniform(*THINK_TIME))

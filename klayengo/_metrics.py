@@ -34,8 +34,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
+from ._context import LayerContext
 from ._core.events import NULL_EVENTS, Events, MultiEvents
 from ._core.hosts import host_key
 from ._core.labels import (
@@ -54,11 +53,12 @@ from ._core.labels import (
     to_state_label,
 )
 from ._policies import DEFAULT_METRICS_MAX_HOSTS, MetricsPolicy
-from ._transports._context import LayerContext
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
+
+    from ._flavour import httpx
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import httpx
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from ._flavour import httpx
 
 __all__ = [
     "UNSET",
@@ -81,7 +81,11 @@ DEFAULT_METRICS_MAX_HOSTS: Final = 100
 
 #: Signature of ``CircuitBreakerPolicy.is_failure``: ``(response, exception) -> bool``;
 #: exactly one of the two is not ``None``.
-FailurePredicate = Callable[[httpx.Response | None, BaseException | None], bool]
+#: The response is the client's flavour's (``httpx.Response`` or ``httpx2.Response``).
+if TYPE_CHECKING:
+    FailurePredicate = Callable[[httpx.Response | None, BaseException | None], bool]
+else:
+    FailurePredicate = Callable[[Any, BaseException | None], bool]
 #: Signature of ``CircuitBreakerPolicy.on_state_change``: ``(host, old, new)``.
 StateChangeCallback = Callable[[str, str, str], None]
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from klayengo._httpx._cookies import ResponseCookies
 
 import klayengo
-from klayengo._cookies import ResponseCookies
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from klayengo._httpx._transports.stack import AsyncStackTransport, StackTransport
 
 import klayengo
-from klayengo._transports.stack import AsyncStackTransport, StackTransport
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

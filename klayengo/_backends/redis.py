@@ -63,6 +63,7 @@ from .._core.backend import (
     Stores,
     memory_cache,
 )
+from .._core.cache import HTTPTypes
 from .._core.cachestore import KEY_SALT_BYTES, MemoryStore, Record, decode_record, encode_record
 from .._core.clock import Clock
 from .._core.events import NULL_EVENTS, Events
@@ -569,15 +570,21 @@ class RedisBackend:
 
     # binding ----------------------------------------------------------------------
     def bind(
-        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+        self,
+        *,
+        clock: Clock,
+        events: Events,
+        cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS,
+        http: HTTPTypes | None = None,
     ) -> Stores:
         """The stores one client uses: ``clock`` serves the local fallback (and turns
         cache deadlines into durations), ``cache_bounds`` bounds the cache records
-        this client keeps locally while Redis is unavailable."""
+        this client keeps locally while Redis is unavailable, ``http`` (the client's
+        ``httpx`` or ``httpx2`` module) is what cache records are read back into."""
         return Stores(
             signals=_RedisSignals(self, clock, events),
             limits=_RedisLimits(self, clock, events),
-            cache=_RedisCache(self, clock, events, cache_bounds),
+            cache=_RedisCache(self, clock, events, cache_bounds, http),
         )
 
     def key(self, kind: str, key: str) -> str:
@@ -905,12 +912,18 @@ class _RedisCache(_RedisStore):
     or slow log. While Redis is unavailable, a bounded local store of this client
     answers (emptied when an outage begins: it may have missed invalidations)."""
 
-    __slots__ = ("_local", "_local_of")
+    __slots__ = ("_http", "_local", "_local_of")
 
     def __init__(
-        self, backend: RedisBackend, clock: Clock, events: Events, bounds: CacheBounds
+        self,
+        backend: RedisBackend,
+        clock: Clock,
+        events: Events,
+        bounds: CacheBounds,
+        http: HTTPTypes | None,
     ) -> None:
         super().__init__(backend, clock, events)
+        self._http = http
         # Its sizes are not reported: Redis's are not either.
         self._local = memory_cache(clock, NULL_EVENTS, bounds)
         self._local_of = backend._local
@@ -948,7 +961,9 @@ class _RedisCache(_RedisStore):
                 return None
             if not isinstance(value, bytes):
                 raise TypeError(f"unexpected reply type {type(value).__name__}")
-            return decode_record(key, value, int(remaining), self._clock.monotonic())
+            if self._http is None:
+                raise TypeError("a cache store bound without http= cannot read records back")
+            return decode_record(key, value, int(remaining), self._clock.monotonic(), self._http)
 
         return _Op("cache_get", script, args, parse, lambda local, clock: self._fallback().get(key))
 

@@ -77,6 +77,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
+from .cache import HTTPTypes
 from .cachestore import MemoryStore, Record
 from .clock import Clock
 from .events import Events
@@ -357,10 +358,17 @@ class Backend(Protocol):
     """What ``ResilientClient(backend=...)`` accepts."""
 
     def bind(
-        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+        self,
+        *,
+        clock: Clock,
+        events: Events,
+        cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS,
+        http: HTTPTypes | None = None,
     ) -> Stores:
         """The stores for one client, reading its clock and reporting to its events;
-        ``cache_bounds`` bounds the cache records it keeps in this process."""
+        ``cache_bounds`` bounds the cache records it keeps in this process; ``http``
+        is the client's HTTP library (the ``httpx`` or ``httpx2`` module), whose types
+        a store that deserializes cache records builds them with."""
 
     def close(self) -> None:
         """Release connections (sync side)."""
@@ -594,7 +602,12 @@ class MemoryBackend:
         self.state = MemoryState()
 
     def bind(
-        self, *, clock: Clock, events: Events, cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS
+        self,
+        *,
+        clock: Clock,
+        events: Events,
+        cache_bounds: CacheBounds = DEFAULT_CACHE_BOUNDS,
+        http: HTTPTypes | None = None,
     ) -> Stores:
         return bind_memory(self.state, clock, events, cache_bounds)
 

@@ -32,18 +32,20 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
-
-import httpx
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .._policies import CachePolicy
 from .headers import MAX_DELTA_SECONDS, fields, parse_delta_seconds, parse_http_date
+
+if TYPE_CHECKING:
+    from .._flavour import httpx
 
 __all__ = [
     "EMPTY_DIRECTIVES",
     "ENTRY_OVERHEAD",
     "ERROR_STATUSES",
     "FIELD_OVERHEAD",
+    "HTTPTypes",
     "SAFE_METHODS",
     "CacheControl",
     "CacheEntry",
@@ -342,6 +344,14 @@ class KeyMaker:
 
 
 # -- stored records ------------------------------------------------------------------
+class HTTPTypes(Protocol):
+    """The types of the HTTP library (the ``httpx`` or ``httpx2`` module) that a stored
+    entry is made of; the core builds entries with them and never imports a library."""
+
+    Headers: type[httpx.Headers]
+    ByteStream: type[httpx.ByteStream]
+
+
 @dataclass(slots=True, eq=False)
 class CacheEntry:
     """A stored response, with every per-hit decision precomputed.
@@ -507,6 +517,7 @@ def make_entry(
     status: int,
     headers: httpx.Headers,
     body: bytes,
+    stream: httpx.ByteStream,
     extensions: Mapping[str, object],
     vary: tuple[str, ...],
     request_wall: float,
@@ -516,7 +527,8 @@ def make_entry(
 ) -> CacheEntry:
     """Build the stored form of a response received at monotonic ``now``.
 
-    Freshness and the stale windows become absolute monotonic deadlines here, once.
+    ``stream`` is ``body`` as the library's ``ByteStream``, shared by every served
+    response. Freshness and the stale windows become absolute monotonic deadlines here, once.
     ``keep_until`` (when the store may drop it) is the latest moment the entry can
     still serve: freshness plus the longest stale window, and for an entry with a
     validator at least ``VALIDATOR_RETENTION`` more, for revalidation.
@@ -555,7 +567,7 @@ def make_entry(
         status=status,
         headers=headers,
         body=body,
-        stream=httpx.ByteStream(body),
+        stream=stream,
         extensions=extensions,
         vary=vary,
         stored_at=now,
@@ -612,8 +624,9 @@ def freshen(
         key=entry.key,
         host=entry.host,
         status=entry.status,
-        headers=httpx.Headers(merged),
+        headers=type(entry.headers)(merged),
         body=entry.body,
+        stream=entry.stream,
         extensions=entry.extensions,
         vary=entry.vary,
         request_wall=request_wall,

@@ -45,10 +45,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
 from cachetools import Cache, TLRUCache
 
-from .cache import CacheEntry, VaryIndex
+from .cache import CacheEntry, HTTPTypes, VaryIndex
 from .events import NULL_EVENTS, Events
 
 __all__ = ["KEY_SALT_BYTES", "MemoryStore", "Record", "decode_record", "encode_record"]
@@ -253,7 +252,9 @@ def encode_record(record: Record, now: float) -> tuple[bytes, int] | None:
     return b"".join((_MAGIC, _LENGTH.pack(len(head)), head, body)), keep_ms
 
 
-def decode_record(key: str, value: bytes, remaining_ms: int, now: float) -> Record | None:
+def decode_record(
+    key: str, value: bytes, remaining_ms: int, now: float, http: HTTPTypes
+) -> Record | None:
     """The record :func:`encode_record` wrote, as of monotonic ``now``, or None when
     ``value`` is not one (foreign, corrupt, another format version). Never raises.
 
@@ -263,9 +264,10 @@ def decode_record(key: str, value: bytes, remaining_ms: int, now: float) -> Reco
         remaining_ms: the value's remaining time to live; with the ``keep_ms`` in
             it, this says how long ago it was written.
         now: the reader's monotonic time.
+        http: the HTTP library whose ``Headers`` and ``ByteStream`` the entry is made of.
     """
     try:
-        return _decode(key, value, remaining_ms, now)
+        return _decode(key, value, remaining_ms, now, http)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error):
         return None
 
@@ -294,7 +296,9 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _decode(key: str, value: bytes, remaining_ms: int, now: float) -> Record | None:
+def _decode(
+    key: str, value: bytes, remaining_ms: int, now: float, http: HTTPTypes
+) -> Record | None:
     if value[:4] != _MAGIC or remaining_ms <= 0:
         return None
     (length,) = _LENGTH.unpack_from(value, 4)
@@ -312,7 +316,7 @@ def _decode(key: str, value: bytes, remaining_ms: int, now: float) -> Record | N
     raw = meta["headers"]
     if not isinstance(raw, list):
         raise TypeError("headers")
-    headers = httpx.Headers(
+    headers = http.Headers(
         [(name.encode("latin-1"), field.encode("latin-1")) for name, field in raw]
     )
     extensions = meta["extensions"]
@@ -329,7 +333,7 @@ def _decode(key: str, value: bytes, remaining_ms: int, now: float) -> Record | N
         status=status,
         headers=headers,
         body=body,
-        stream=httpx.ByteStream(body),
+        stream=http.ByteStream(body),
         extensions={name: text.encode("latin-1") for name, text in extensions.items()},
         vary=_names(meta["vary"]),
         stored_at=written - _number(meta["stored_ago"]),

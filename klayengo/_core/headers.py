@@ -9,35 +9,53 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx
+if TYPE_CHECKING:
+    from .._flavour import httpx
 
 __all__ = ["fields", "parse_delta_seconds", "parse_http_date", "parse_retry_after"]
 
 #: A header field as httpx keeps it: (raw name, lower-cased name, raw value).
 Field = tuple[bytes, bytes, bytes]
 
+# Headers type -> whether it keeps exactly these triples in ``_list`` (httpx and
+# httpx2 do), found once per type with a probe.
+_KEEPS_FIELDS: dict[type, bool] = {}
+
+
+def _keeps_fields(kind: type[httpx.Headers]) -> bool:
+    try:
+        probe = kind([("X-A", "b")])
+    except Exception:  # a Headers type that cannot be built this way: use .raw
+        keeps = False
+    else:
+        keeps = getattr(probe, "_list", None) == [(b"X-A", b"x-a", b"b")]
+    _KEEPS_FIELDS[kind] = keeps
+    return keeps
+
+
+def fields(headers: httpx.Headers) -> Sequence[Field]:
+    """Every field of ``headers`` as ``(raw name, lower-cased name, raw value)``, in
+    order, without decoding anything. Never modify the result.
+
+    The layers scan the headers of every request and response; httpx and httpx2
+    keep exactly these triples, so they are read in place when the type does, else
+    built from ``.raw``.
+    """
+    kind = type(headers)
+    keeps = _KEEPS_FIELDS.get(kind)
+    if keeps is None:
+        keeps = _keeps_fields(kind)
+    if keeps:
+        found: Sequence[Field] = headers._list
+        return found
+    return _fields_copied(headers)
+
 
 def _fields_copied(headers: httpx.Headers) -> Sequence[Field]:
     return [(name, name.lower(), value) for name, value in headers.raw]
 
-
-def _fields_direct(headers: httpx.Headers) -> Sequence[Field]:
-    return headers._list
-
-
-def _keeps_fields() -> bool:
-    probe = httpx.Headers([("X-A", "b")])
-    return getattr(probe, "_list", None) == [(b"X-A", b"x-a", b"b")]
-
-
-#: ``fields(headers)``: every field of ``headers`` as ``(raw name, lower-cased name,
-#: raw value)``, in order, without decoding anything. The layers scan the headers of
-#: every request and response; httpx keeps exactly these triples, so they are read in
-#: place when this httpx does (checked once, at import), else built from ``.raw``.
-#: Never modify the result.
-fields: Final = _fields_direct if _keeps_fields() else _fields_copied
 
 #: Larger values are treated as this many seconds (RFC 9111 §1.2.2: 2**31).
 MAX_DELTA_SECONDS: Final = 2**31

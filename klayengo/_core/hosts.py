@@ -25,9 +25,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from .._policies import (
     UNSET,
@@ -38,6 +36,9 @@ from .._policies import (
     RetryPolicy,
 )
 
+if TYPE_CHECKING:
+    from .._flavour import httpx
+
 __all__ = [
     "HOST_MEMO_SIZE",
     "MAX_HOST_KEY_LENGTH",
@@ -47,7 +48,6 @@ __all__ = [
     "ResolvedPolicies",
     "default_port",
     "host_key",
-    "normalize_host_key",
     "origin",
 ]
 
@@ -131,20 +131,6 @@ def host_key(url: httpx.URL) -> str:
 def origin(url: httpx.URL) -> Origin:
     """``(scheme, host, port)`` with the scheme's default port filled in."""
     return _names(url)[1]
-
-
-def normalize_host_key(value: str | httpx.URL) -> str:
-    """Turn what a user passes to introspection (a host key or an origin URL) into a host key."""
-    if isinstance(value, httpx.URL):
-        return host_key(value)
-    if not isinstance(value, str):
-        raise TypeError(f"host must be a str or httpx.URL, got {value!r}")
-    if "://" in value:
-        return host_key(httpx.URL(value))
-    try:
-        return host_key(httpx.URL(f"http://{value}"))
-    except httpx.InvalidURL:
-        return _sanitize(value, None)
 
 
 @dataclass(frozen=True, slots=True)

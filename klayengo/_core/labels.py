@@ -21,9 +21,7 @@ import re
 import threading
 from typing import Final
 
-import httpx
-
-from .._exceptions import CircuitOpenError, RateLimitExceeded
+from .errors import error_names
 from .hosts import MAX_HOST_KEY_LENGTH
 
 __all__ = [
@@ -115,6 +113,17 @@ def status_label(status_code: int) -> str:
     return _STATUS_LABELS.get(status_code, ERROR_STATUS)
 
 
+#: ``type`` labels by the httpx/httpx2/klayengo class names an exception has, first match wins.
+_ERROR_TYPES: Final = (
+    (frozenset({"CircuitOpenError"}), "circuit_open"),
+    (frozenset({"RateLimitExceeded"}), "rate_limited"),
+    (frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout", "ProxyError"}), "connect"),
+    (frozenset({"TimeoutException"}), "timeout"),
+    (frozenset({"NetworkError"}), "network"),
+    (frozenset({"ProtocolError", "DecodingError"}), "protocol"),
+)
+
+
 def error_type(exc: BaseException) -> str:
     """The ``type`` label of an exception raised by a request.
 
@@ -124,20 +133,12 @@ def error_type(exc: BaseException) -> str:
     violations ``protocol``; the two resilience refusals have their own values;
     everything else (including cancellation) is ``other``.
     """
-    if isinstance(exc, CircuitOpenError):
-        return "circuit_open"
-    if isinstance(exc, RateLimitExceeded):
-        return "rate_limited"
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return "connect"
-    if isinstance(exc, httpx.ProxyError):
-        return "connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.NetworkError):
-        return "network"
-    if isinstance(exc, (httpx.ProtocolError, httpx.DecodingError)):
-        return "protocol"
+    names = error_names(type(exc))
+    if not names:
+        return OTHER_VALUE  # the common case of a foreign exception: one lookup
+    for kind, label in _ERROR_TYPES:
+        if not names.isdisjoint(kind):
+            return label
     return OTHER_VALUE
 
 

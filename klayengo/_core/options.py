@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
-
-import httpx
+from typing import TYPE_CHECKING, Final
 
 from .._policies import UNSET, CachePolicy, RetryPolicy, _Unset
+
+if TYPE_CHECKING:
+    from .._flavour import httpx
 
 __all__ = ["DEFAULT_OPTIONS", "EXTENSION_KEY", "RequestOptions", "request_options"]
 

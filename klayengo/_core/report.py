@@ -13,11 +13,12 @@ Each layer fills in its own key as the response travels outwards.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .options import EXTENSION_KEY
+
+if TYPE_CHECKING:
+    from .._flavour import httpx
 
 __all__ = ["report"]
 

@@ -43,12 +43,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-import httpx
-
-from .._exceptions import CircuitOpenError, RateLimitExceeded
 from .._policies import UNSET, RetryPolicy, _Unset
+from .errors import error_names
+
+if TYPE_CHECKING:
+    from .._flavour import httpx
 from .headers import parse_retry_after
 
 __all__ = [
@@ -83,19 +84,19 @@ DEFAULT_BUDGET_MAX_HOSTS: Final = 1000
 _EPSILON: Final = 1e-9
 
 # Failures where the request never left the client: safe to retry for every method.
-_NOT_SENT: Final[tuple[tuple[type[BaseException], Reason], ...]] = (
-    (httpx.ConnectTimeout, "timeout"),
-    (httpx.PoolTimeout, "timeout"),
-    (httpx.ConnectError, "connect"),
+_NOT_SENT: Final[tuple[tuple[str, Reason], ...]] = (
+    ("ConnectTimeout", "timeout"),
+    ("PoolTimeout", "timeout"),
+    ("ConnectError", "connect"),
 )
 # Failures after (part of) the request may have been sent: retryable requests only.
-_MAYBE_SENT: Final[tuple[tuple[type[BaseException], Reason], ...]] = (
-    (httpx.ReadTimeout, "timeout"),
-    (httpx.WriteTimeout, "timeout"),
-    (httpx.ReadError, "network"),
-    (httpx.WriteError, "network"),
-    (httpx.CloseError, "network"),
-    (httpx.RemoteProtocolError, "network"),
+_MAYBE_SENT: Final[tuple[tuple[str, Reason], ...]] = (
+    ("ReadTimeout", "timeout"),
+    ("WriteTimeout", "timeout"),
+    ("ReadError", "network"),
+    ("WriteError", "network"),
+    ("CloseError", "network"),
+    ("RemoteProtocolError", "network"),
 )
 
 
@@ -246,15 +247,16 @@ def classify_error(policy: RetryPolicy, exc: BaseException) -> tuple[Reason, boo
 
     ``sent`` is False when the request certainly never reached the server.
     """
-    if isinstance(exc, CircuitOpenError):
+    names = error_names(type(exc))
+    if "CircuitOpenError" in names:
         return ("connect", False) if policy.retry_on_circuit_open else None
-    if isinstance(exc, RateLimitExceeded):
+    if "RateLimitExceeded" in names:
         return ("connect", False) if policy.retry_on_rate_limited else None
-    for kind, reason in _NOT_SENT:
-        if isinstance(exc, kind):
+    for name, reason in _NOT_SENT:
+        if name in names:
             return reason, False
-    for kind, reason in _MAYBE_SENT:
-        if isinstance(exc, kind):
+    for name, reason in _MAYBE_SENT:
+        if name in names:
             return reason, True
     return None
 
@@ -318,8 +320,8 @@ def on_error(state: RetryState, exc: BaseException, *, now: float, rand: RandomS
     if sent and not state.retryable:
         return Decision(False, reason, 0.0, "not idempotent")
     hint = None
-    if isinstance(exc, CircuitOpenError | RateLimitExceeded):
-        hint = exc.retry_after
+    if "ResilienceError" in error_names(type(exc)):
+        hint = getattr(exc, "retry_after", None)
     return _schedule(state, reason, hint, now, rand)
 
 

@@ -20,6 +20,7 @@ def entry(clock: Clock, key: str, ttl: float, body: bytes = b"body", **headers: 
         status=200,
         headers=httpx.Headers({"Content-Type": "application/octet-stream", **headers}),
         body=body,
+        stream=httpx.ByteStream(body),
         extensions={"http_version": b"HTTP/1.1", "reason_phrase": b"OK"},
         vary=(),
         request_wall=clock.wall(),

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import anyio
+import httpx
 import pytest
 
 from klayengo import RedisBackend
@@ -49,7 +50,7 @@ def events() -> CountingEvents:
 
 @pytest.fixture
 def stores(backend: RedisBackend, events: CountingEvents) -> Stores:
-    return backend.bind(clock=SYSTEM_CLOCK, events=events)
+    return backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
 
 
 def spawn() -> multiprocessing.context.SpawnContext:
@@ -262,7 +263,7 @@ def test_cache_keys_and_values_in_redis_hold_no_url(
 async def test_async_operations(redis_url: str, prefix: str) -> None:
     events = CountingEvents()
     async with RedisBackend(redis_url, prefix=prefix, timeout=0.5) as backend:
-        stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+        stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
         signals, limits, cache = stores.signals, stores.limits, stores.cache
         assert await signals.aget_signal("h") is None
         opened = await signals.apublish_open("h", 0.0)
@@ -294,7 +295,7 @@ def test_one_backend_serves_successive_event_loops(redis_url: str, prefix: str) 
 
     events = CountingEvents()
     backend = RedisBackend(redis_url, prefix=prefix, timeout=0.5)
-    stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
 
     async def use() -> int:
         opened = await stores.signals.apublish_open("h", 60.0)
@@ -341,8 +342,8 @@ def test_fails_open_while_down_and_shares_again_after_restart(
     one_events, other_events = CountingEvents(), CountingEvents()
     one = RedisBackend(own_redis.url, prefix=prefix, timeout=timeout, cooldown=cooldown)
     other = RedisBackend(own_redis.url, prefix=prefix, timeout=timeout, cooldown=cooldown)
-    a = one.bind(clock=SYSTEM_CLOCK, events=one_events)
-    b = other.bind(clock=SYSTEM_CLOCK, events=other_events)
+    a = one.bind(clock=SYSTEM_CLOCK, events=one_events, http=httpx)
+    b = other.bind(clock=SYSTEM_CLOCK, events=other_events, http=httpx)
     a.signals.publish_open("h", 60.0)
     assert b.signals.get_signal("h") is not None  # shared
 
@@ -390,7 +391,7 @@ def test_a_hung_redis_costs_at_most_one_timeout(own_redis: RedisServer, prefix: 
     timeout, cooldown = 0.1, 5.0
     events = CountingEvents()
     backend = RedisBackend(own_redis.url, prefix=prefix, timeout=timeout, cooldown=cooldown)
-    stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
     stores.limits.reserve("k", 1.0, 5, None)  # connected
     own_redis.pause()  # accepts nothing, answers nothing
     try:
@@ -413,7 +414,7 @@ async def test_async_fail_open_is_bounded_by_the_timeout(
     timeout = 0.1
     events = CountingEvents()
     backend = RedisBackend(own_redis.url, prefix=prefix, timeout=timeout, cooldown=5.0)
-    stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
     assert await stores.signals.aget_signal("h") is None
     own_redis.pause()
     try:
@@ -464,7 +465,7 @@ async def test_many_tasks_on_a_hung_redis_wait_one_timeout(
 def test_nothing_listening_fails_open_at_once(prefix: str) -> None:
     events = CountingEvents()
     backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix, timeout=1.0)
-    stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+    stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
     signal, took = _timed(stores.signals.publish_open, "h", 10.0)
     assert signal.state == "open"  # type: ignore[attr-defined]
     assert took < 0.5  # refused, not timed out
@@ -477,7 +478,7 @@ def test_a_failing_events_sink_does_not_break_the_fallback(prefix: str) -> None:
             raise RuntimeError("sink bug")
 
     backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix)
-    assert backend.bind(clock=SYSTEM_CLOCK, events=Broken()).cache.get("x") is None
+    assert backend.bind(clock=SYSTEM_CLOCK, events=Broken(), http=httpx).cache.get("x") is None
 
 
 # -- credentials ----------------------------------------------------------------------
@@ -501,7 +502,7 @@ def test_credentials_never_shown(prefix: str, caplog: pytest.LogCaptureFixture) 
         events = CountingEvents()
         backend = RedisBackend(url, prefix=prefix, timeout=0.5, cooldown=0.0)
         assert secret not in repr(backend) and "default" not in repr(backend)
-        stores = backend.bind(clock=SYSTEM_CLOCK, events=events)
+        stores = backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx)
         stores.signals.publish_open("h", 10.0)  # authenticated and working
         assert stores.signals.get_signal("h") is not None
         assert not events.errors

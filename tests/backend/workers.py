@@ -7,6 +7,8 @@ import os
 import threading
 import time
 
+import httpx
+
 from klayengo._backends.redis import RedisBackend
 from klayengo._core.backend import Stores
 from klayengo._core.clock import SYSTEM_CLOCK
@@ -28,7 +30,7 @@ def stores(url: str, prefix: str, timeout: float = 0.5) -> tuple[Stores, Countin
     # A generous timeout: these workers prove sharing, not fail-open, and the
     # machine may be busy.
     backend = RedisBackend(url, prefix=prefix, timeout=timeout)
-    return backend.bind(clock=SYSTEM_CLOCK, events=events), events
+    return backend.bind(clock=SYSTEM_CLOCK, events=events, http=httpx), events
 
 
 def publish_open(url: str, prefix: str, host: str, open_for: float) -> int:

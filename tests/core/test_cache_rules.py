@@ -44,6 +44,7 @@ def entry(headers: dict[str, str] | list[tuple[str, str]], policy: CachePolicy =
         "status": 200,
         "headers": httpx.Headers(headers),
         "body": b"body",
+        "stream": httpx.ByteStream(b"body"),
         "extensions": {"http_version": b"HTTP/1.1", "network_stream": object()},
         "vary": (),
         "request_wall": WALL,

@@ -44,6 +44,7 @@ def make(clock: FakeClock, key: str, body: bytes = b"x" * 100, **headers: str) -
         status=200,
         headers=httpx.Headers({**HEADERS, **headers}),
         body=body,
+        stream=httpx.ByteStream(body),
         extensions={"http_version": b"HTTP/1.1"},
         vary=(),
         request_wall=clock.wall(),
@@ -97,6 +98,7 @@ def test_records_expire_at_keep_until_not_at_freshness() -> None:
         status=200,
         headers=httpx.Headers({"Cache-Control": "max-age=10"}),
         body=b"b",
+        stream=httpx.ByteStream(b"b"),
         extensions={},
         vary=(),
         request_wall=clock.wall(),
@@ -207,7 +209,7 @@ def test_a_record_round_trips_through_its_serialized_form() -> None:
     assert b"example.test/a" not in value  # the key is the reader's to know
     # Read in another process, whose monotonic clock is elsewhere, 1.5 s later.
     other = 10_000.0
-    found = decode_record(entry.key, value, keep_ms - 1500, other)
+    found = decode_record(entry.key, value, keep_ms - 1500, other, httpx)
     assert isinstance(found, CacheEntry)
     shift = other - 1.5 - clock.monotonic()  # the writer's "now" on the reader's clock
     for name, expected in _fields(entry).items():
@@ -225,18 +227,18 @@ def test_a_vary_index_round_trips_and_expired_records_are_not_encoded() -> None:
     clock = FakeClock()
     encoded = encode_record(VaryIndex(("accept", "cookie"), 5.0), 0.0)
     assert encoded is not None and encoded[1] == 5000
-    found = decode_record("p", encoded[0], 4000, 3.0)
+    found = decode_record("p", encoded[0], 4000, 3.0, httpx)
     assert isinstance(found, VaryIndex) and found.vary == ("accept", "cookie")
     assert found.keep_until == pytest.approx(7.0)
     assert encode_record(VaryIndex((), clock.monotonic()), clock.monotonic()) is None
-    assert decode_record("p", encoded[0], 0, 3.0) is None  # no time left
+    assert decode_record("p", encoded[0], 0, 3.0, httpx) is None  # no time left
 
 
 @given(st.binary(max_size=300))
 @settings(max_examples=300, deadline=None)
 def test_decoding_garbage_is_a_miss_never_an_error(value: bytes) -> None:
-    decode_record("k", b"klc1" + value, 1000, 0.0)  # whatever it finds, it does not raise
-    assert decode_record("k", value, 1000, 0.0) is None
+    decode_record("k", b"klc1" + value, 1000, 0.0, httpx)  # whatever it finds, it does not raise
+    assert decode_record("k", value, 1000, 0.0, httpx) is None
 
 
 def test_decoding_a_tampered_record_is_a_miss() -> None:
@@ -252,5 +254,5 @@ def test_decoding_a_tampered_record_is_a_miss() -> None:
     ]
     for old, new in tampered:
         assert old in value
-        assert decode_record("k", value.replace(old, new), 1000, 0.0) is None, new
-    assert decode_record("k", value[:20], 1000, 0.0) is None
+        assert decode_record("k", value.replace(old, new), 1000, 0.0, httpx) is None, new
+    assert decode_record("k", value[:20], 1000, 0.0, httpx) is None

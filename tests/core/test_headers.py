@@ -74,5 +74,24 @@ def test_fields_read_in_place_match_the_public_view(items: list[tuple[str, str]]
 
 
 def test_this_httpx_takes_the_in_place_read() -> None:
-    # httpx 0.28 keeps (raw, lower, value) triples: the fast path is the one in use.
-    assert fields is headers_module._fields_direct
+    # httpx 0.28 and httpx2 keep (raw, lower, value) triples: the fast path is in use.
+    headers = httpx.Headers({"A": "b"})
+    assert fields(headers) is headers._list
+
+
+def test_a_headers_type_without_the_triples_is_read_through_raw() -> None:
+    class Plain(httpx.Headers):
+        @property
+        def _list(self) -> list[tuple[bytes, bytes, bytes]]:  # not what httpx keeps
+            return []
+
+        @_list.setter
+        def _list(self, value: list[tuple[bytes, bytes, bytes]]) -> None:
+            self._kept = value
+
+        @property
+        def raw(self) -> list[tuple[bytes, bytes]]:
+            return [(name, value) for name, _, value in self._kept]
+
+    headers = Plain({"X-One": "1"})
+    assert list(fields(headers)) == [(b"X-One", b"x-one", b"1")]

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from klayengo import CachePolicy, CircuitBreakerPolicy, HostPolicy, RateLimitPolicy, RetryPolicy
-from klayengo._core.hosts import PolicyResolver, host_key, normalize_host_key, origin
+from klayengo._core.hosts import PolicyResolver, host_key, origin
 
 
 @pytest.mark.parametrize(
@@ -28,13 +28,6 @@ def test_host_key(url: str, key: str) -> None:
 def test_origin_fills_in_default_ports() -> None:
     assert origin(httpx.URL("https://a.example/")) == ("https", "a.example", 443)
     assert origin(httpx.URL("http://a.example:8080/")) == ("http", "a.example", 8080)
-
-
-def test_normalize_host_key_accepts_keys_and_urls() -> None:
-    assert normalize_host_key("API.example.com") == "api.example.com"
-    assert normalize_host_key("localhost:8080") == "localhost:8080"
-    assert normalize_host_key("https://u:p@api.example.com/x?y") == "api.example.com"
-    assert normalize_host_key(httpx.URL("http://h:81")) == "h:81"
 
 
 STRICT = CircuitBreakerPolicy(minimum_calls=5)

@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from klayengo import AsyncRateLimitTransport, RateLimitPolicy, RateLimitTransport
+from klayengo._context import LayerContext
 from klayengo._core.hosts import PolicyResolver
 from klayengo._core.ratelimit import ADMIT_NOW, Admit, GCRALimiter, Reject, Reservation
-from klayengo._transports._context import LayerContext
 
 RATE = 200.0
 BURST = 5

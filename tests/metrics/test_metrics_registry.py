@@ -6,10 +6,17 @@ import gc
 
 import httpx
 import pytest
+from klayengo._httpx._transports.stack import (
+    AsyncMeteredStackTransport,
+    AsyncStackTransport,
+    MeteredStackTransport,
+    StackTransport,
+)
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from klayengo import AsyncResilientClient, MetricsPolicy, ResilientClient
+from klayengo._context import LayerContext
 from klayengo._core.events import NULL_EVENTS, Events, MultiEvents
 from klayengo._metrics import (
     _COLLECTORS,
@@ -18,13 +25,6 @@ from klayengo._metrics import (
     ClientMetrics,
     KlayengoCollector,
     create_metrics,
-)
-from klayengo._transports._context import LayerContext
-from klayengo._transports.stack import (
-    AsyncMeteredStackTransport,
-    AsyncStackTransport,
-    MeteredStackTransport,
-    StackTransport,
 )
 
 

@@ -242,8 +242,9 @@ def test_counts_are_exact_under_many_threads() -> None:
 
 
 def test_a_metered_stack_needs_a_context_with_metrics() -> None:
-    from klayengo._transports._context import LayerContext
-    from klayengo._transports.stack import AsyncMeteredStackTransport, MeteredStackTransport
+    from klayengo._httpx._transports.stack import AsyncMeteredStackTransport, MeteredStackTransport
+
+    from klayengo._context import LayerContext
 
     inner = httpx.MockTransport(lambda r: httpx.Response(200))
     with pytest.raises(ValueError, match="metrics enabled"):

@@ -10,10 +10,10 @@ import anyio
 import httpx
 
 from klayengo import AsyncCacheTransport, CachePolicy, CacheTransport, HostPolicy
+from klayengo._context import LayerContext
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
-from klayengo._transports._context import LayerContext
 
 Handler = Callable[[httpx.Request], httpx.Response]
 MODES = ("sync", "asyncio", "trio")

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from klayengo._httpx._transports.breaker import _BAD_TARGET, REGISTRY_KEY
 
 from klayengo import (
     AsyncCircuitBreakerTransport,
@@ -25,13 +26,12 @@ from klayengo import (
     RateLimitExceeded,
     ResilientClient,
 )
+from klayengo._context import LayerContext
 from klayengo._core.breaker import BreakerRegistry
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
 from klayengo._core.report import report
-from klayengo._transports._context import LayerContext
-from klayengo._transports.breaker import _BAD_TARGET, REGISTRY_KEY
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

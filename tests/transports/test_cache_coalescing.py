@@ -13,11 +13,11 @@ from collections.abc import Callable
 import anyio
 import httpx
 import pytest
+from klayengo._httpx._transports.cache import UNCACHEABLE_MEMORY
 
 from klayengo import AsyncCacheTransport, CachePolicy, CacheTransport
 from klayengo._core.clock import FakeClock
 from klayengo._core.report import report
-from klayengo._transports.cache import UNCACHEABLE_MEMORY
 from tests.transports._cache_helpers import ChunkedBody, Recorder, make_context
 
 URL = "http://api.test/slow?x=1"

@@ -22,12 +22,12 @@ from klayengo import (
     RateLimitPolicy,
     RateLimitTransport,
 )
+from klayengo._context import LayerContext
 from klayengo._core.backend import MemoryState
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
 from klayengo._core.ratelimit import LimiterRegistry
-from klayengo._transports._context import LayerContext
 
 
 def limiters(context: LayerContext) -> LimiterRegistry:

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from klayengo._httpx._transports.retry import DRAIN_LIMIT
 
 from klayengo import AsyncRetryTransport, RetryPolicy, RetryTransport
-from klayengo._transports.retry import DRAIN_LIMIT
 
 FAILURES_PER_REQUEST = 2
 REQUESTS = 4

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from klayengo._httpx._transports.retry import DRAIN_LIMIT
 
 import klayengo
 from klayengo import (
@@ -21,11 +22,10 @@ from klayengo import (
     RetryPolicy,
     RetryTransport,
 )
+from klayengo._context import LayerContext
 from klayengo._core.clock import FakeClock
 from klayengo._core.events import Events
 from klayengo._core.hosts import PolicyResolver
-from klayengo._transports._context import LayerContext
-from klayengo._transports.retry import DRAIN_LIMIT
 
 URL = "https://api.example/items"
 Outcome = int | tuple[int, dict[str, str]] | Exception | Callable[[], httpx.Response]

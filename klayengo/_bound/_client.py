@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import httpx
-
-from ._cookies import ResponseCookies
-from ._core.backend import Backend
-from ._core.breaker import BreakerSnapshot
-from ._core.clock import SYSTEM_CLOCK, Clock
-from ._core.hosts import PolicyResolver
-from ._metrics import create_metrics
-from ._policies import (
+from .._context import LayerContext
+from .._core.backend import Backend
+from .._core.breaker import BreakerSnapshot
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.hosts import PolicyResolver
+from .._metrics import create_metrics
+from .._policies import (
     CachePolicy,
     CircuitBreakerPolicy,
     HostPolicy,
@@ -28,8 +26,9 @@ from ._policies import (
     RetryPolicy,
     check_policy,
 )
+from . import httpx
+from ._cookies import ResponseCookies
 from ._transports import breaker as _breaker
-from ._transports._context import LayerContext
 from ._transports.stack import (
     AsyncStackTransport,
     StackTransport,
@@ -74,7 +73,7 @@ def _make_context(
     resolver = PolicyResolver(
         retry=retry, breaker=breaker, rate_limit=rate_limit, cache=cache, hosts=hosts
     )
-    context = LayerContext(name=name, resolver=resolver, clock=clock or SYSTEM_CLOCK)
+    context = LayerContext(name=name, resolver=resolver, clock=clock or SYSTEM_CLOCK, http=httpx)
     if clock is not None and hasattr(clock, "sleep") and hasattr(clock, "async_sleep"):
         # A FakeClock: sleeping advances it instead of waiting.
         context.sleep = clock.sleep

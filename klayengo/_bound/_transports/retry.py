@@ -22,14 +22,11 @@ import random
 from collections.abc import Mapping
 from typing import Any, Final
 
-import httpx
-from httpx._content import IteratorByteStream
-from httpx._multipart import FileField, MultipartStream
-
-from .._core.hosts import host_key
-from .._core.options import EXTENSION_KEY, RequestOptions, request_options
-from .._core.report import report
-from .._core.retry import (
+from ..._context import LayerContext
+from ..._core.hosts import host_key
+from ..._core.options import EXTENSION_KEY, RequestOptions, request_options
+from ..._core.report import report
+from ..._core.retry import (
     Decision,
     RandomSource,
     RetryBudgets,
@@ -37,8 +34,8 @@ from .._core.retry import (
     on_error,
     on_response,
 )
-from .._policies import HostPolicy, RetryPolicy
-from ._context import LayerContext
+from ..._policies import HostPolicy, RetryPolicy
+from .. import _content, _multipart, httpx
 from ._layer import SyncLayer
 from ._pipeline import AsyncPipeline
 
@@ -78,12 +75,14 @@ class _Body:
     def _inspect(self, stream: object) -> bool:
         if isinstance(stream, httpx.ByteStream):
             return True
-        if isinstance(stream, MultipartStream):
+        if isinstance(stream, _multipart.MultipartStream):
             return all(
-                not isinstance(f, FileField) or isinstance(f.file, bytes | str) or _seekable(f.file)
+                not isinstance(f, _multipart.FileField)
+                or isinstance(f.file, bytes | str)
+                or _seekable(f.file)
                 for f in stream.fields
             )
-        if isinstance(stream, IteratorByteStream):
+        if isinstance(stream, _content.IteratorByteStream):
             # httpx keeps what the user passed as ``content=`` in ``_stream``.
             content = getattr(stream, "_stream", None)
             if isinstance(content, list | tuple):

@@ -20,9 +20,8 @@ from __future__ import annotations
 import http.cookiejar
 from typing import Final
 
-import httpx
-
-from ._core.headers import fields
+from .._core.headers import fields
+from . import httpx
 
 __all__ = ["ResponseCookies"]
 

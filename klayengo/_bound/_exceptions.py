@@ -17,7 +17,7 @@ Errors raised by the network itself (``httpx.ConnectError``, ``httpx.ReadTimeout
 
 from __future__ import annotations
 
-import httpx
+from . import httpx
 
 __all__ = ["CircuitOpenError", "RateLimitExceeded", "ResilienceError"]
 

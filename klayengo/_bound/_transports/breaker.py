@@ -48,10 +48,9 @@ import re
 from collections.abc import Mapping
 from typing import Final, NoReturn
 
-import httpx
-
-from .._core.backend import DEFAULT_PROBE_LEASE_TTL, BreakerSignal
-from .._core.breaker import (
+from ..._context import LayerContext
+from ..._core.backend import DEFAULT_PROBE_LEASE_TTL, BreakerSignal
+from ..._core.breaker import (
     CLOSED,
     OPEN,
     STATE_RANK,
@@ -61,12 +60,12 @@ from .._core.breaker import (
     Permit,
     Transition,
 )
-from .._core.hosts import Origin, _ascii_host, default_port, host_key, origin
-from .._core.options import EXTENSION_KEY, request_options
-from .._core.report import report
+from ..._core.hosts import Origin, _ascii_host, default_port, host_key, origin
+from ..._core.options import EXTENSION_KEY, request_options
+from ..._core.report import report
+from ..._policies import DEFAULT_BREAKER_MAX_HOSTS, CircuitBreakerPolicy, HostPolicy
+from .. import httpx
 from .._exceptions import CircuitOpenError, ResilienceError
-from .._policies import DEFAULT_BREAKER_MAX_HOSTS, CircuitBreakerPolicy, HostPolicy
-from ._context import LayerContext
 from ._layer import SyncLayer
 from ._pipeline import AsyncPipeline
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from .._core.backend import Backend, CacheBounds, MemoryBackend, Stores
-from .._core.clock import SYSTEM_CLOCK, Clock
-from .._core.events import NULL_EVENTS, Events
-from .._core.hosts import PolicyResolver
-from .._policies import (
+from ._core.backend import Backend, CacheBounds, MemoryBackend, Stores
+from ._core.clock import SYSTEM_CLOCK, Clock
+from ._core.events import NULL_EVENTS, Events
+from ._core.hosts import PolicyResolver
+
+if TYPE_CHECKING:
+    from ._core.cache import HTTPTypes
+from ._policies import (
     CachePolicy,
     CircuitBreakerPolicy,
     HostPolicy,
@@ -45,6 +48,8 @@ class LayerContext:
         backend: the shared-state backend (``None``: a :class:`MemoryBackend` of
             this context's own).
         stores: the backend's stores bound to this context (see :meth:`bind`).
+        http: the HTTP library (the ``httpx`` or ``httpx2`` module) of the layers
+            using this context.
     """
 
     def __init__(
@@ -57,8 +62,10 @@ class LayerContext:
         async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         events: Events = NULL_EVENTS,
         backend: Backend | None = None,
+        http: HTTPTypes | None = None,
     ) -> None:
         self.name = name
+        self.http = http
         self.resolver = resolver if resolver is not None else PolicyResolver()
         self.clock = clock
         self.sleep = sleep
@@ -79,12 +86,14 @@ class LayerContext:
         rate_limit: RateLimitPolicy | None = None,
         cache: CachePolicy | None = None,
         hosts: Mapping[str, HostPolicy] | None = None,
+        http: HTTPTypes | None = None,
     ) -> LayerContext:
         """A context for one layer used on its own with a plain httpx client."""
         return cls(
             resolver=PolicyResolver(
                 retry=retry, breaker=breaker, rate_limit=rate_limit, cache=cache, hosts=hosts
-            )
+            ),
+            http=http,
         )
 
     @property
@@ -106,6 +115,7 @@ class LayerContext:
                     clock=self.clock,
                     events=_ContextEvents(self),
                     cache_bounds=cache_bounds(self.resolver),
+                    http=self.http,
                 )
             return self._stores
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
-import httpx
 
-from .._core.backend import CacheStore
-from .._core.cache import (
+from ..._context import LayerContext
+from ..._core.backend import CacheStore
+from ..._core.cache import (
     ERROR_STATUSES,
     PLAIN_REQUEST,
     CacheEntry,
@@ -56,13 +56,13 @@ from .._core.cache import (
     validator_matches,
     why_not_storable,
 )
-from .._core.cachestore import Record
-from .._core.events import NULL_EVENTS
-from .._core.hosts import host_key, origin
-from .._core.options import EXTENSION_KEY, request_options
-from .._core.report import report
-from .._policies import CachePolicy, HostPolicy
-from ._context import LayerContext
+from ..._core.cachestore import Record
+from ..._core.events import NULL_EVENTS
+from ..._core.hosts import host_key, origin
+from ..._core.options import EXTENSION_KEY, request_options
+from ..._core.report import report
+from ..._policies import CachePolicy, HostPolicy
+from .. import httpx
 from ._layer import AsyncLayer, SyncLayer
 
 __all__ = ["AsyncCacheTransport", "CacheState", "CacheTransport"]
@@ -460,6 +460,7 @@ class _CacheLogic:
             status=response.status_code,
             headers=response.headers.copy(),
             body=body,
+            stream=httpx.ByteStream(body),
             extensions=response.extensions,
             vary=vary,
             request_wall=plan.request_wall,

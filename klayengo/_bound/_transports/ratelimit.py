@@ -29,18 +29,18 @@ from typing import Final
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import httpx
 
-from .._core.backend import ADMITTED, Reservation, Ticket
-from .._core.events import NULL_EVENTS
-from .._core.headers import parse_retry_after
-from .._core.hosts import Origin, ResolvedPolicies, host_key
-from .._core.hosts import origin as url_origin
-from .._core.options import EXTENSION_KEY, request_options
-from .._core.report import report
+from ..._context import LayerContext
+from ..._core.backend import ADMITTED, Reservation, Ticket
+from ..._core.events import NULL_EVENTS
+from ..._core.headers import parse_retry_after
+from ..._core.hosts import Origin, ResolvedPolicies, host_key
+from ..._core.hosts import origin as url_origin
+from ..._core.options import EXTENSION_KEY, request_options
+from ..._core.report import report
+from ..._policies import HostPolicy, RateLimitPolicy, check_policy
+from .. import httpx
 from .._exceptions import RateLimitExceeded
-from .._policies import HostPolicy, RateLimitPolicy, check_policy
-from ._context import LayerContext
 from ._layer import SyncLayer
 from ._pipeline import BACK_PRESSURE_STATUSES, AsyncPipeline
 

@@ -24,18 +24,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
-from .._core.backend import ADMITTED
-from .._core.options import EXTENSION_KEY, request_options
-from .._core.report import report
+from ..._core.backend import ADMITTED
+from ..._core.options import EXTENSION_KEY, request_options
+from ..._core.report import report
+from .. import httpx
 from ._layer import AsyncLayer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._metrics import ClientMetrics
-    from ._context import LayerContext
+    from ..._context import LayerContext
+    from ..._metrics import ClientMetrics
     from .breaker import _Gate
     from .ratelimit import AsyncRateLimitTransport
     from .retry import AsyncRetryTransport

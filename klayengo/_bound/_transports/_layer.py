@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
-
-from ._context import LayerContext
+from ..._context import LayerContext
+from .. import httpx
 
 __all__ = ["AsyncLayer", "SyncLayer"]
 
 
 class SyncLayer(httpx.BaseTransport):
     """A sync layer wrapping ``transport``; closing it closes the chain below."""
+
+    _context: LayerContext
 
     def __init__(self, transport: httpx.BaseTransport, context: LayerContext) -> None:
         if not isinstance(transport, httpx.BaseTransport):
@@ -19,6 +20,8 @@ class SyncLayer(httpx.BaseTransport):
             )
         self._next = transport
         self._context = context
+        if context.http is None:
+            context.http = httpx  # a context made by hand: this layer's flavour
 
     @property
     def transport(self) -> httpx.BaseTransport:
@@ -32,6 +35,8 @@ class SyncLayer(httpx.BaseTransport):
 class AsyncLayer(httpx.AsyncBaseTransport):
     """An async layer wrapping ``transport``; closing it closes the chain below."""
 
+    _context: LayerContext
+
     def __init__(self, transport: httpx.AsyncBaseTransport, context: LayerContext) -> None:
         if not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(
@@ -39,6 +44,8 @@ class AsyncLayer(httpx.AsyncBaseTransport):
             )
         self._next = transport
         self._context = context
+        if context.http is None:
+            context.http = httpx  # a context made by hand: this layer's flavour
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:

@@ -39,12 +39,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
-
-from .._core.options import EXTENSION_KEY, request_options
-from .._core.report import report
-from .._metrics import ClientMetrics, metrics_of
-from ._context import LayerContext
+from ..._context import LayerContext
+from ..._core.options import EXTENSION_KEY, request_options
+from ..._core.report import report
+from ..._metrics import ClientMetrics, metrics_of
+from .. import httpx
 from ._pipeline import NO_PARTS, AsyncPipeline
 from .breaker import CircuitBreakerTransport, _Gate
 from .cache import AsyncCacheTransport, CacheTransport
