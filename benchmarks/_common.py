@@ -15,8 +15,18 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import anyio
+
+
+class Flavour(NamedTuple):
+    """One HTTP library and klayengo's surface on it (``httpx``/``klayengo``,
+    ``httpx2``/``klayengo.httpx2``), for sections that compare both."""
+
+    library: Any
+    surface: Any
+    name: str
 
 
 @dataclass(frozen=True)

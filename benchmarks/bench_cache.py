@@ -43,9 +43,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import httpx2
 from klayengo._httpx._transports import cache as cache_module
 
 import klayengo
+import klayengo.httpx2
 
 from ._common import target
 
@@ -100,6 +102,10 @@ def _mock_handler(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, headers=HEADERS, content=BODY)
 
 
+def _mock_handler2(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, headers=HEADERS, content=BODY)
+
+
 def _time_once(get: Callable[[], httpx.Response], iterations: int) -> float:
     """Per-request seconds over one run of ``iterations`` requests, GC paused."""
     gc.collect()
@@ -128,7 +134,7 @@ def run(quick: bool = False) -> str:
     iterations = QUICK_ITERATIONS if quick else ITERATIONS
     repeats = QUICK_REPEATS if quick else REPEATS
     with loopback() as url:
-        clients: list[tuple[str, httpx.Client, bool, int]] = [
+        clients: list[tuple[str, httpx.Client | httpx2.Client, bool, int]] = [
             (
                 "floor: httpx.Client + MockTransport",
                 httpx.Client(transport=httpx.MockTransport(_mock_handler)),
@@ -150,6 +156,18 @@ def run(quick: bool = False) -> str:
             (
                 "klayengo CacheTransport on httpx.Client, hit",
                 httpx.Client(transport=klayengo.CacheTransport(httpx.HTTPTransport())),
+                True,
+                iterations,
+            ),
+            (
+                FLOOR2_ROW,
+                httpx2.Client(transport=httpx2.MockTransport(_mock_handler2)),
+                False,
+                iterations,
+            ),
+            (
+                HIT2_ROW,
+                klayengo.httpx2.ResilientClient(cache=klayengo.CachePolicy(), metrics=False),
                 True,
                 iterations,
             ),
@@ -220,10 +238,14 @@ def klayengo_hit(response: httpx.Response) -> bool:
     return bool(response.extensions.get("klayengo", {}).get("cache") == "hit")
 
 
+FLOOR2_ROW = "floor: httpx2.Client + MockTransport"
+HIT2_ROW = "klayengo.httpx2 ResilientClient, cache hit"
+
+
 def _markdown(rows: list[tuple[str, list[float], bool]], iterations: int, repeats: int) -> str:
     floor = statistics.median(rows[0][1])
     lines = [
-        "## 2. Cache: cached GET latency",
+        "## 2. Cache: cached GET latency (httpx and httpx2)",
         "",
         f"Median per-request latency over {repeats} runs of {iterations} GETs of the same URL "
         "(loopback row: fewer requests per run); spread is min-max over runs; ratio is to the "
@@ -240,6 +262,11 @@ def _markdown(rows: list[tuple[str, list[float], bool]], iterations: int, repeat
             f"| {name} | {median * 1e6:.1f} | {min(runs) * 1e6:.1f}-{max(runs) * 1e6:.1f} "
             f"| {median / floor:.2f}x |"
         )
+    lines.append("")
+    lines.append(
+        f"The httpx2 rows' ratio to their own floor (httpx2 + MockTransport): "
+        f"{medians[HIT2_ROW] / medians[FLOOR2_ROW]:.2f}x."
+    )
     ours = medians["klayengo ResilientClient, cache hit"]
     hishel = [m for name, m in medians.items() if name.startswith("hishel")]
     lines += [
@@ -252,6 +279,16 @@ def _markdown(rows: list[tuple[str, list[float], bool]], iterations: int, repeat
             ours / floor <= HIT_TARGET,
         ),
     ]
+    ours2, floor2 = medians[HIT2_ROW], medians[FLOOR2_ROW]
+    lines.append(
+        target(
+            "2. cache",
+            "klayengo.httpx2 ResilientClient cache hit vs the plain-httpx2 MockTransport floor",
+            f"≤ {HIT_TARGET}x",
+            f"{ours2 / floor2:.2f}x",
+            ours2 / floor2 <= HIT_TARGET,
+        )
+    )
     if hishel:
         lines.append(
             target(

@@ -2,9 +2,11 @@
 
 (a) Pure overhead per request on MockTransport, sync and async: ``ResilientClient`` with
     every layer on (cache enabled but missing, breaker closed, limiter not binding,
-    metrics on) vs plain ``httpx.Client`` on the same handler.
+    metrics on) vs plain ``httpx.Client`` on the same handler; and the same on httpx2
+    (``klayengo.httpx2`` vs plain ``httpx2``).
 (b) Against a real loopback HTTP server in a separate process: sequential (sync) and
-    async at several concurrency / connection-pool settings, a fresh client per row.
+    async at several concurrency / connection-pool settings, a fresh client per row, on
+    each flavour.
 (c) The httpcore/sniffio trap: plain httpx async against the loopback server with and
     without ``sniffio`` importable, each in a child process.
 
@@ -20,11 +22,13 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 from prometheus_client import CollectorRegistry
 
 import klayengo
+import klayengo.httpx2
 
-from ._common import bench_async, bench_sync, ratio, table, target
+from ._common import Flavour, bench_async, bench_sync, ratio, table, target
 from ._server import async_rate as _async_rate
 from ._server import server_process
 from ._server import sync_rate as _sync_rate
@@ -38,8 +42,15 @@ LOOPBACK_TARGET = 0.95
 NO_STORE = {"Cache-Control": "no-store", "Content-Type": "text/plain"}
 
 
-def _handler(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, headers=NO_STORE, content=b"ok")
+#: Each flavour: its library, klayengo's surface on it, and its name in the tables.
+FLAVOURS = (Flavour(httpx, klayengo, "httpx"), Flavour(httpx2, klayengo.httpx2, "httpx2"))
+
+
+def _handler(library: Any) -> Any:
+    def handler(request: Any) -> Any:
+        return library.Response(200, headers=NO_STORE, content=b"ok")
+
+    return handler
 
 
 def layers() -> dict[str, Any]:
@@ -73,26 +84,28 @@ COOKIE_NOTE = (
 )
 
 
-def mock_overhead(quick: bool) -> str:
+def mock_overhead(quick: bool, flavour: Flavour) -> str:
     number = 2_000 if quick else 10_000
-    plain = httpx.Client(transport=httpx.MockTransport(_handler))
-    ours = klayengo.ResilientClient(transport=httpx.MockTransport(_handler), **layers())
-    bare = klayengo.ResilientClient(transport=httpx.MockTransport(_handler), **NO_LAYERS)
+    lib, surface, name = flavour
+    mock = lib.MockTransport(_handler(lib))
+    plain = lib.Client(transport=mock)
+    ours = surface.ResilientClient(transport=mock, **layers())
+    bare = surface.ResilientClient(transport=mock, **NO_LAYERS)
     url = "https://api.example.com/items"
     sync = bench_sync(
         {
-            "httpx.Client": lambda: plain.get(url),
+            f"{name}.Client": lambda: plain.get(url),
             "ResilientClient": lambda: ours.get(url),
             "ResilientClient, no layers": lambda: bare.get(url),
         },
         number=number,
     )
-    aplain = httpx.AsyncClient(transport=httpx.MockTransport(_handler))
-    aours = klayengo.AsyncResilientClient(transport=httpx.MockTransport(_handler), **layers())
-    abare = klayengo.AsyncResilientClient(transport=httpx.MockTransport(_handler), **NO_LAYERS)
+    aplain = lib.AsyncClient(transport=mock)
+    aours = surface.AsyncResilientClient(transport=mock, **layers())
+    abare = surface.AsyncResilientClient(transport=mock, **NO_LAYERS)
     asyn = bench_async(
         {
-            "httpx.AsyncClient": lambda: aplain.get(url),
+            f"{name}.AsyncClient": lambda: aplain.get(url),
             "AsyncResilientClient": lambda: aours.get(url),
             "AsyncResilientClient, no layers": lambda: abare.get(url),
         },
@@ -100,8 +113,8 @@ def mock_overhead(quick: bool) -> str:
     )
     rows, notes = [], []
     for kind, base, cand, stats in (
-        ("sync", "httpx.Client", "ResilientClient", sync),
-        ("async", "httpx.AsyncClient", "AsyncResilientClient", asyn),
+        ("sync", f"{name}.Client", "ResilientClient", sync),
+        ("async", f"{name}.AsyncClient", "AsyncResilientClient", asyn),
     ):
         b, c, n = stats[base], stats[cand], stats[f"{cand}, no layers"]
         rows.append([base, b.cell(), "1.00x", "—"])
@@ -111,8 +124,8 @@ def mock_overhead(quick: bool) -> str:
         notes.append(
             target(
                 SECTION,
-                f"(a) whole stack on MockTransport, {kind}",
-                f"≤ {MOCK_TARGET:.2f}x plain httpx",
+                f"(a) whole stack on MockTransport, {name}, {kind}",
+                f"≤ {MOCK_TARGET:.2f}x plain {name}",
                 f"{r:.2f}x ({c.median - b.median:+.1f} µs/request)",
                 r <= MOCK_TARGET,
             )
@@ -120,7 +133,7 @@ def mock_overhead(quick: bool) -> str:
         notes.append(
             target(
                 SECTION,
-                f"(a) the five layers alone: every layer on vs none, {kind}",
+                f"(a) the five layers alone: every layer on vs none, {name}, {kind}",
                 "(reported)",
                 f"{c.median / n.median:.2f}x ({c.median - n.median:+.1f} µs/request)",
                 None,
@@ -135,7 +148,8 @@ def mock_overhead(quick: bool) -> str:
     )
 
 
-def loopback(quick: bool) -> str:
+def loopback(quick: bool, flavour: Flavour) -> str:
+    lib, surface, name = flavour
     n_seq = 500 if quick else 2_000
     # Loopback runs swing from one to the next (two processes on two cores): the same
     # client's async runs at 10 tasks / 10 connections fall near 1,950 or near 2,450 req/s,
@@ -146,38 +160,36 @@ def loopback(quick: bool) -> str:
     rows: list[list[str]] = []
     ratios: list[tuple[str, float]] = []
 
-    def add(name: str, samples: dict[str, list[float]]) -> None:
-        row, r = _rate_row(name, samples)
+    def add(scenario: str, samples: dict[str, list[float]]) -> None:
+        row, r = _rate_row(scenario, samples)
         rows.append(row)
-        ratios.append((name, r))
+        ratios.append((scenario, r))
 
     with server_process() as base_url:
         url = base_url + "/items"
         # Warm the server and the loopback path.
-        with httpx.Client() as warm:
+        with lib.Client() as warm:
             for _ in range(200):
                 warm.get(url)
 
         def seq_row() -> None:
             samples: dict[str, list[float]] = {"plain": [], "ours": []}
             for _ in range(repeat):
-                with httpx.Client() as c:
+                with lib.Client() as c:
                     samples["plain"].append(_sync_rate(c, url, n_seq))
-                with klayengo.ResilientClient(**layers()) as c:
+                with surface.ResilientClient(**layers()) as c:
                     samples["ours"].append(_sync_rate(c, url, n_seq))
             add("sync, sequential", samples)
 
         def async_row(concurrency: int, connections: int) -> None:
-            limits = httpx.Limits(
-                max_connections=connections, max_keepalive_connections=connections
-            )
+            limits = lib.Limits(max_connections=connections, max_keepalive_connections=connections)
             samples: dict[str, list[float]] = {"plain": [], "ours": []}
 
             async def one(kind: str) -> float:
                 if kind == "plain":
-                    async with httpx.AsyncClient(limits=limits) as c:
+                    async with lib.AsyncClient(limits=limits) as c:
                         return await _async_rate(c, url, n_async, concurrency)
-                async with klayengo.AsyncResilientClient(limits=limits, **layers()) as c:
+                async with surface.AsyncResilientClient(limits=limits, **layers()) as c:
                     return await _async_rate(c, url, n_async, concurrency)
 
             for _ in range(repeat_async):
@@ -191,20 +203,20 @@ def loopback(quick: bool) -> str:
     notes = [
         target(
             SECTION,
-            f"(b) loopback, {name}",
-            f"≥ {LOOPBACK_TARGET:.2f}x plain httpx throughput",
+            f"(b) loopback, {name}, {scenario}",
+            f"≥ {LOOPBACK_TARGET:.2f}x plain {name} throughput",
             f"{r:.3f}x ({(r - 1) * 100:+.1f}%)",
             r >= LOOPBACK_TARGET,
         )
-        for name, r in ratios
+        for scenario, r in ratios
     ]
     return (
         table(
             [
-                "loopback scenario",
-                "httpx req/s median (spread)",
+                f"loopback scenario ({name})",
+                f"{name} req/s median (spread)",
                 "klayengo req/s median (spread)",
-                "klayengo / httpx throughput",
+                f"klayengo / {name} throughput",
             ],
             rows,
         )
@@ -294,7 +306,7 @@ def _installed(dist: str) -> str:
 
 def run(quick: bool = False) -> str:
     parts = [
-        "## 1. Stack overhead vs plain httpx",
+        "## 1. Stack overhead vs plain httpx and plain httpx2",
         "",
         "Every layer on: retry and breaker at defaults (breaker closed), rate limit 1e9/s with a "
         "burst of 1e6 (never binding), cache enabled with every response `no-store` (a miss "
@@ -303,13 +315,14 @@ def run(quick: bool = False) -> str:
         "",
         "### (a) MockTransport, per request",
         "",
-        mock_overhead(quick),
+        "\n\n".join(mock_overhead(quick, flavour) for flavour in FLAVOURS),
         "",
         "### (b) Loopback server in a separate process (raw asyncio HTTP/1.1, TCP_NODELAY, keep-alive)",
         "",
-        "A fresh client per row and per repeat; requests/s over the whole run.",
+        "A fresh client per row and per repeat; requests/s over the whole run. The same "
+        "scenarios on httpx, then on httpx2 (klayengo.httpx2 against plain httpx2).",
         "",
-        loopback(quick),
+        "\n\n".join(loopback(quick, flavour) for flavour in FLAVOURS),
         "",
         "### (c) httpcore without sniffio",
         "",
