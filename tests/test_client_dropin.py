@@ -55,7 +55,9 @@ def test_same_request_headers_and_no_extra_header() -> None:
             assert a == b
             names = [k.lower() for k, _ in b["headers"]]
             assert "user-agent" in names and names.count("user-agent") == 1
-            assert dict(b["headers"])["User-Agent"] == f"python-httpx/{httpx.__version__}"
+            # The library's own User-Agent (httpx2 sends python-httpx2/...), nothing of ours.
+            assert dict(b["headers"])["User-Agent"] == plain.headers["User-Agent"]
+            assert plain.headers["User-Agent"].startswith("python-httpx")
 
 
 def test_same_json_and_form_bodies() -> None:

@@ -51,6 +51,8 @@ from .ratelimit import AsyncRateLimitTransport, RateLimitTransport
 from .retry import AsyncRetryTransport, RetryTransport
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from ._pipeline import AsyncParts
 
 __all__ = [
@@ -69,6 +71,7 @@ class StackTransport(httpx.BaseTransport):
     def __init__(self, top: httpx.BaseTransport, inner: httpx.BaseTransport) -> None:
         self._top = top
         self.inner = inner
+        self._entered = False
         self._closed = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -78,9 +81,29 @@ class StackTransport(httpx.BaseTransport):
         report(response)  # every response carries extensions["klayengo"]
         return response
 
+    # httpx enters and exits each transport it holds with the client; the user's
+    # transport gets those calls, as it would from httpx, and not ``close()`` in place
+    # of ``__exit__`` (a transport may release more in ``__exit__``). One inner
+    # transport under several entries is one stack: entered once, ended once (by
+    # ``__exit__`` or ``close()``, whichever comes first).
     def __enter__(self) -> StackTransport:
-        self.inner.__enter__()
+        if not self._entered:
+            self._entered = True
+            self.inner.__enter__()
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        if not self._closed:
+            self._closed = True
+            # The layers above the inner transport have nothing of their own to
+            # release (what they share lives in the client's LayerContext, which the
+            # client closes): their close() would only close the inner transport.
+            self.inner.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
         # httpx closes its transport and every mount; one inner transport may sit
@@ -134,14 +157,28 @@ class AsyncStackTransport(AsyncPipeline):
         super().__init__(transport, context, parts)
         self._top = True
         self.inner = inner
+        self._entered = False
         self._closed = False
         if self._metered:
             self._metrics = _store(context)
             self._now = context.clock.monotonic
 
+    # Entered and exited as the sync top is (see StackTransport.__enter__).
     async def __aenter__(self) -> AsyncStackTransport:
-        await self.inner.__aenter__()
+        if not self._entered:
+            self._entered = True
+            await self.inner.__aenter__()
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.inner.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         if not self._closed:
