@@ -27,7 +27,7 @@ from .._policies import (
     check_policy,
 )
 from . import httpx
-from ._cookies import ResponseCookies
+from ._cookies import JAR
 from ._transports import breaker as _breaker
 from ._transports.stack import (
     AsyncStackTransport,
@@ -104,8 +104,9 @@ class _ResilientMixin:
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
         # httpx's own conversion (a CookieJar is shared, anything else copied), in
-        # the jar wrapper that skips cookie parsing for responses without cookies.
-        self._cookies = ResponseCookies(cookies)
+        # the jar wrapper that skips cookie parsing for responses without cookies
+        # (on httpx; httpx2's own jar already does).
+        self._cookies = JAR(cookies)
 
     def _build_request_auth(self, request: httpx.Request, auth: Any = _USE_DEFAULT) -> httpx.Auth:
         base: Any = super()

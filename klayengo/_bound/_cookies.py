@@ -23,7 +23,7 @@ from typing import Final
 from .._core.headers import fields
 from . import httpx
 
-__all__ = ["ResponseCookies"]
+__all__ = ["JAR", "ResponseCookies"]
 
 _COOKIE_FIELDS: Final = frozenset((b"set-cookie", b"set-cookie2"))
 _EXTRACT: Final = http.cookiejar.CookieJar.extract_cookies
@@ -44,3 +44,9 @@ class ResponseCookies(httpx.Cookies):
         ):
             return
         super().extract_cookies(response)
+
+
+#: The cookie jar wrapper the clients use. httpx2 takes the quick exit itself (its
+#: ``Cookies.extract_cookies`` returns at once when the response sets no cookie), so
+#: on httpx2 the clients keep httpx2's own ``Cookies``: the wrapper would save nothing.
+JAR: Final[type[httpx.Cookies]] = ResponseCookies if httpx.__name__ == "httpx" else httpx.Cookies
