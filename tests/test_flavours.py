@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,44 @@ def test_every_surface_exports_the_same_names() -> None:
         """
     )
     assert out.splitlines() == ["True", "True"]
+
+
+def test_type_checkers_see_the_httpx2_surface_on_httpx2(tmp_path: Path) -> None:
+    """klayengo/httpx2/__init__.pyi: what a user's mypy sees matches the binding
+    (stubtest), and is built on httpx2's classes, not httpx's."""
+    config = Path(__file__).parents[1] / ".ci" / "mypy-httpx2.toml"
+    stubtest = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "klayengo.httpx2", "--mypy-config-file", config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert stubtest.returncode == 0, stubtest.stdout + stubtest.stderr
+    user = tmp_path / "user.py"
+    user.write_text(
+        textwrap.dedent(
+            """
+            import httpx, httpx2, openai
+            from klayengo.httpx2 import AsyncResilientClient, CircuitOpenError, ResilientClient
+
+            sdk = openai.OpenAI(max_retries=0, http_client=ResilientClient())
+            asdk = openai.AsyncOpenAI(http_client=AsyncResilientClient())
+            client: httpx2.Client = ResilientClient()
+            error: httpx2.TransportError = CircuitOpenError("x", host="h")
+            state: str = client.breaker_state("api.example")
+            wrong: httpx.Client = ResilientClient()
+            """
+        )
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    # Exactly one error: the deliberate `wrong` line (an httpx2 client is no httpx one).
+    lines = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    assert len(lines) == 1 and "user.py:10:" in lines[0], checked.stdout
