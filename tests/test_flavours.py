@@ -206,7 +206,7 @@ def test_type_checkers_see_the_httpx2_surface_on_httpx2(tmp_path: Path) -> None:
             asdk = openai.AsyncOpenAI(http_client=AsyncResilientClient())
             client: httpx2.Client = ResilientClient()
             error: httpx2.TransportError = CircuitOpenError("x", host="h")
-            state: str = client.breaker_state("api.example")
+            state: str = ResilientClient().breaker_state("api.example")
             wrong: httpx.Client = ResilientClient()
             """
         )
