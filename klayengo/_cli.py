@@ -1,7 +1,14 @@
 """The ``klayengo`` command-line tool (console script and ``python -m klayengo``).
 
-- ``klayengo demo``: a live, offline demo of every layer on loopback (see ``_demo.py``).
-- ``klayengo get URL``: one request through the stack, with what each layer did.
+This module parses the command line and dispatches; the commands live elsewhere:
+
+- ``klayengo demo``: a live, offline demo of every layer on loopback (``klayengo._demo``);
+- ``klayengo get URL``: one request through the stack, with what each layer did
+  (``klayengo._get``).
+
+Each command runs on the flavour ``--flavour`` names (``auto``: httpx if installed,
+else httpx2), bound once the command line is parsed; ``get``'s URL is then parsed by
+that library, so ``--flavour httpx2`` never imports httpx.
 
 Exit codes: 0 success (for ``get``: any HTTP response, as curl does); 1 a transport or
 resilience error (one line on stderr, no traceback); 2 a usage error; 130 interrupted.
@@ -14,26 +21,19 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Sequence
-from types import ModuleType
-from typing import IO, TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import __version__
-from ._core.errors import error_names
-from ._core.hosts import host_key
+from ._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ._flavour import FLAVOURS, bind, installed
+from ._policies import RetryPolicy
 
 if TYPE_CHECKING:
     from ._flavour import httpx
-from ._policies import CachePolicy, CircuitBreakerPolicy, RateLimitPolicy, RetryPolicy
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
 MAX_PORT: Final = 65535
 #: More demo workers than this would only queue on the connection pool.
 MAX_CONCURRENCY: Final = 64
@@ -167,22 +167,25 @@ def parse_header(text: str) -> tuple[str, str]:
 
 def choose_flavour(asked: str = "auto") -> str:
     """The flavour to run on: ``asked``, or for ``"auto"`` the first one installed
-    (httpx, then httpx2)."""
+    (httpx, then httpx2).
+
+    Raises:
+        ModuleNotFoundError: ``"auto"``, and neither library is installed.
+    """
     if asked != "auto":
         return asked
     for flavour in FLAVOURS:
         if installed(flavour):
             return flavour
-    raise SystemExit("klayengo: error: neither httpx nor httpx2 is installed")
+    raise ModuleNotFoundError(
+        "neither httpx nor httpx2 is installed: pip install 'klayengo[httpx]'",
+        name=FLAVOURS[0],
+    )
 
 
-def _api(flavour: str) -> ModuleType:
-    return bind(choose_flavour(flavour))
-
-
-def parse_url(text: str) -> httpx.URL:
-    """An absolute http(s) URL."""
-    library = _api("auto").httpx
+def parse_url(text: str, library: Any) -> httpx.URL:
+    """An absolute http(s) URL, parsed by ``library`` (the ``httpx`` or ``httpx2``
+    module)."""
     try:
         url: httpx.URL = library.URL(text)
     except (library.InvalidURL, TypeError) as exc:
@@ -217,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"klayengo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    from ._demo import DEFAULT_CONCURRENCY, DEFAULT_DURATION
+    from ._demo.options import DEFAULT_CONCURRENCY, DEFAULT_DURATION
 
     demo = commands.add_parser(
         "demo",
@@ -225,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DEMO_DESCRIPTION,
         formatter_class=_Formatter,
     )
+    demo.set_defaults(command_parser=demo)
     demo.add_argument(
         "--duration",
         type=_number("duration", minimum=1.0, strict=False),
@@ -279,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_GET_DESCRIPTION,
         formatter_class=_Formatter,
     )
-    get.add_argument("url", type=parse_url, metavar="URL", help="an absolute http(s) URL")
+    get.set_defaults(command_parser=get)
+    # Parsed by the flavour's library once the flavour is known (see _prepare).
+    get.add_argument("url", metavar="URL", help="an absolute http(s) URL")
     get.add_argument(
         "--retries",
         type=_count("retries", minimum=0),
@@ -358,19 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- commands ------------------------------------------------------------------------------
+# -- dispatch ------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; returns the exit code (``klayengo`` exits with it)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        _prepare(args)
     except SystemExit as exc:  # --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name not in FLAVOURS:
+            raise
+        # The flavour's library is not installed: one line, as for other failures.
+        print(f"klayengo {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         if args.command == "demo":
             return _demo(args)
-        if args.command == "get":
-            return _get(args, parser)
+        from ._get import run_get
+
+        return run_get(args)
     except BrokenPipeError:
         # The reader went away (`klayengo demo | head`): stop quietly, and keep Python
         # from complaining again when it flushes stdout at exit.
@@ -378,8 +395,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_FAILURE
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """What the parser cannot check alone: choose and bind the flavour, then parse
+    ``get``'s URL with that flavour's library.
+
+    Raises:
+        SystemExit: a usage error, printed.
+        ModuleNotFoundError: the flavour's library is not installed.
+    """
+    command: argparse.ArgumentParser = args.command_parser
+    args.flavour = choose_flavour(args.flavour)
+    api = bind(args.flavour)
+    if args.command == "get":
+        try:
+            args.url = parse_url(args.url, api.httpx)
+        except argparse.ArgumentTypeError as exc:
+            command.error(f"argument URL: {exc}")
+        if args.max_wait is not None and args.rate is None:
+            command.error("--max-wait needs --rate")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -392,7 +427,7 @@ def _demo(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         seed=args.seed,
         json=args.json,
-        flavour=choose_flavour(args.flavour),
+        flavour=args.flavour,
     )
     try:
         summary = run_demo(options)
@@ -404,149 +439,3 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"klayengo demo: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_FAILURE if summary.unexpected else EXIT_OK
-
-
-def _get(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    api = _api(args.flavour)
-    url: httpx.URL = api.httpx.URL(str(args.url))
-    err = sys.stderr
-    try:
-        retry = RetryPolicy(max_retries=args.retries, deadline=args.deadline)
-        breaker = CircuitBreakerPolicy(consecutive_failures=args.breaker_failures)
-        rate_limit = None
-        if args.rate is not None:
-            rate, per = args.rate
-            rate_limit = RateLimitPolicy(rate=rate, per=per, max_wait=args.max_wait)
-        elif args.max_wait is not None:
-            parser.error("--max-wait needs --rate")
-        cache = CachePolicy(ttl=args.cache_ttl) if args.cache_ttl is not None else None
-    except (ValueError, TypeError) as exc:
-        # A value the parser let through but a policy refuses: still a usage error.
-        print(f"klayengo get: error: {exc}", file=err)
-        return EXIT_USAGE
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if args.verbose:
-        print(f"> GET {url}", file=err)
-        for name, value in args.headers:
-            print(f"> {name}: {value}", file=err)
-        layers = [describe_retry(retry), describe_breaker(breaker)]
-        if rate_limit is not None:
-            layers.append(describe_rate_limit(rate_limit))
-        if cache is not None:
-            layers.append(describe_cache(cache))
-        print(f"* {'; '.join(layers)}; timeout {args.timeout:g} s", file=err)
-    started = time.monotonic()
-    try:
-        with api.ResilientClient(
-            retry=retry,
-            breaker=breaker,
-            rate_limit=rate_limit,
-            cache=cache,
-            metrics=False,
-            timeout=args.timeout,
-            # Bytes, as curl sends them: httpx would refuse a str that is not ASCII.
-            headers=[(name, value.encode()) for name, value in args.headers],
-        ) as client:
-            response = client.get(url)
-    except KeyboardInterrupt:
-        print("klayengo get: interrupted", file=err)
-        return EXIT_INTERRUPTED
-    except api.httpx.HTTPError as exc:
-        print(f"klayengo get: error: {describe_error(exc, url)}", file=err)
-        return EXIT_FAILURE
-    elapsed = time.monotonic() - started
-    print(
-        f"{response.http_version} {response.status_code} {response.reason_phrase}"
-        f"  ({elapsed * 1000:.0f} ms)",
-        file=err,
-    )
-    if args.verbose:
-        for name, value in response.headers.multi_items():
-            print(f"< {name}: {value}", file=err)
-    print(f"klayengo: {layer_report(response)}", file=err)
-    err.flush()
-    _write_body(sys.stdout, response.content)
-    return EXIT_OK
-
-
-def describe_retry(policy: RetryPolicy) -> str:
-    """``"retry 3x, deadline 5 s"``."""
-    text = f"retry {policy.max_retries}x"
-    if policy.deadline is not None:
-        text += f", deadline {policy.deadline:g} s"
-    return text
-
-
-def describe_breaker(policy: CircuitBreakerPolicy) -> str:
-    """``"breaker: 5 in a row or 50% of >= 20 calls, open 30 s"``."""
-    text = "breaker: "
-    if policy.consecutive_failures is not None:
-        text += f"{policy.consecutive_failures} in a row or "
-    return (
-        text + f"{policy.failure_rate_threshold:.0%} of >= {policy.minimum_calls} calls, "
-        f"open {policy.open_duration:g} s"
-    )
-
-
-def describe_rate_limit(policy: RateLimitPolicy) -> str:
-    """``"rate limit 10/1 s, burst 1, max_wait 0.5 s"``."""
-    text = f"rate limit {policy.rate:g}/{policy.per:g} s, burst {policy.burst}"
-    if policy.max_wait is not None:
-        text += f", max_wait {policy.max_wait:g} s"
-    return text
-
-
-def describe_cache(policy: CachePolicy) -> str:
-    """``"cache ttl 60 s, stale-if-error 40 s"``."""
-    text = f"cache ttl {policy.ttl:g} s"
-    if policy.stale_if_error:
-        text += f", stale-if-error {policy.stale_if_error:g} s"
-    return text
-
-
-def layer_report(response: httpx.Response) -> str:
-    """``attempts=1 cache=miss breaker=closed wait=0.000s`` from the response's report."""
-    report = response.extensions.get("klayengo") or {}
-    attempts = report.get("attempts", 1)
-    cache = report.get("cache") or "off"
-    breaker = report.get("breaker") or "off"
-    wait = float(report.get("wait") or 0.0)
-    return f"attempts={attempts} cache={cache} breaker={breaker} wait={wait:.3f}s"
-
-
-def describe_error(exc: httpx.HTTPError, url: httpx.URL) -> str:
-    """One line for an expected failure: what happened and to which host, never the
-    query string or credentials of the URL."""
-    host = host_key(url)
-    names = error_names(type(exc))
-    if "ResilienceError" in names:
-        retry_after = getattr(exc, "retry_after", None)
-        where = getattr(exc, "host", "") or host
-        if "CircuitOpenError" in names:
-            after = f"; next probe in {retry_after:.1f} s" if retry_after else ""
-            return f"circuit open for {where}: not sent{after}"
-        if "RateLimitExceeded" in names:
-            after = f"; next turn in {retry_after:.1f} s" if retry_after else ""
-            return f"rate limited for {where}: not sent{after}"
-    if "TimeoutException" in names:
-        return f"timed out talking to {host} ({type(exc).__name__})"
-    if "ConnectError" in names:
-        return f"cannot connect to {host}: {_reason(exc)}"
-    return f"{type(exc).__name__} from {host}: {_reason(exc)}"
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
-
-
-def _write_body(out: IO[str], body: bytes) -> None:
-    buffer = getattr(out, "buffer", None)
-    if buffer is not None:
-        out.flush()
-        buffer.write(body)
-        buffer.flush()
-    else:
-        out.write(body.decode("utf-8", errors="replace"))
-        out.flush()

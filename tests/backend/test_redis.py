@@ -527,17 +527,17 @@ def test_credentials_never_shown(prefix: str, caplog: pytest.LogCaptureFixture) 
 
 
 def test_only_a_trial_call_ends_an_outage() -> None:
-    from klayengo._backends.redis import _NORMAL, _SKIP, _TRIAL, _Health
+    from klayengo._backends.redis._health import NORMAL, SKIP, TRIAL, Health
 
-    health = _Health(cooldown=0.05)
-    assert health.should_try() == _NORMAL
+    health = Health(cooldown=0.05)
+    assert health.should_try() == NORMAL
     assert health.failed() is True
     assert health.failed() is False  # the same outage
     # A call sent before the outage and answered late does not end it.
-    assert health.succeeded(_NORMAL) is False
-    assert health.should_try() == _SKIP
+    assert health.succeeded(NORMAL) is False
+    assert health.should_try() == SKIP
     time.sleep(0.05)
-    assert health.should_try() == _TRIAL
-    assert health.should_try() == _SKIP  # one trial per cool-down
-    assert health.succeeded(_TRIAL) is True
-    assert health.should_try() == _NORMAL
+    assert health.should_try() == TRIAL
+    assert health.should_try() == SKIP  # one trial per cool-down
+    assert health.succeeded(TRIAL) is True
+    assert health.should_try() == NORMAL

