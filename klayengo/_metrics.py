@@ -17,6 +17,13 @@ How it fits together:
 - Clients with the same name share one store: their series are the same series (two
   stores would emit duplicate samples). The ``client`` label tells names apart.
 
+The breaker state gauge is the exception to "plain numbers": it is read at scrape time
+from the breaker registries of the store's open clients
+(:meth:`ClientMetrics.breaker_states`), so every breaker a client holds has a series,
+``0`` for one that never left ``closed``, and a breaker that was evicted or reset has
+none. A store whose clients hold no breaker registry (breakers off, events sent by hand)
+reports the states its ``breaker_transition`` events said.
+
 Lifecycle (a documented decision): counters and histograms of a client name stay in the
 registry after its clients close, so the counts of short-lived clients are not lost
 between two scrapes and a later client of that name continues them; the gauges that
@@ -35,6 +42,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import LayerContext
+from ._core.breaker import STATE_RANK, BreakerRegistry
 from ._core.events import NULL_EVENTS, Events, MultiEvents
 from ._core.hosts import host_key
 from ._core.labels import (
@@ -61,6 +69,7 @@ if TYPE_CHECKING:
     from ._flavour import httpx
 
 __all__ = [
+    "BREAKER_REGISTRY_KEY",
     "DURATION_BUCKETS",
     "METRICS_KEY",
     "METRIC_NAMES",
@@ -115,6 +124,10 @@ _SERIES_MEMO_SIZE: Final = 4096
 METRICS_KEY: Final = "metrics"
 #: Distinct ``operation`` values of ``klayengo_backend_errors_total`` per client.
 MAX_BACKEND_OPERATIONS: Final = 32
+#: Where the breaker layer keeps a client's :class:`BreakerRegistry` in its context (the
+#: bound breaker module's ``REGISTRY_KEY``; this module is flavour-free and cannot import
+#: it, a test pins the two together).
+BREAKER_REGISTRY_KEY: Final = "breaker.registry"
 
 
 class _Histogram:
@@ -167,6 +180,7 @@ class ClientMetrics(Events):
         "_cache_evictions",
         "_cache_results",
         "_coalesced",
+        "_contexts",
         "_host_series",
         "_lock",
         "_rate_limit_wait",
@@ -202,21 +216,38 @@ class ClientMetrics(Events):
         self._cache_evictions = 0
         self._coalesced: dict[str, int] = {}
         self._backend_errors: dict[str, int] = {}
+        #: The contexts of the open clients using this store, by lease token. Weak: a
+        #: client dropped without closing must stay collectable (its lease releases it).
+        self._contexts: dict[object, weakref.ref[LayerContext]] = {}
 
     def __repr__(self) -> str:
         return f"<ClientMetrics client={self.client!r} live={self.live}>"
 
     # -- lifecycle ---------------------------------------------------------------
-    def acquire(self, max_hosts: int) -> None:
-        """A client starts using this store (its ``max_hosts`` may raise the cap)."""
+    def acquire(self, max_hosts: int, context: LayerContext | None = None) -> object:
+        """A client starts using this store (its ``max_hosts`` may raise the cap).
+
+        Args:
+            max_hosts: the client's host-label cap.
+            context: the client's context, whose breaker registry the state gauge reads
+                at scrape time.
+
+        Returns:
+            The token to hand back to :meth:`release`.
+        """
+        token = object()
         with self._lock:
             self.live += 1
             if max_hosts > self.hosts.max_hosts:
                 self.hosts.max_hosts = max_hosts
+            if context is not None:
+                self._contexts[token] = weakref.ref(context)
+        return token
 
-    def release(self) -> None:
+    def release(self, token: object = None) -> None:
         """A client closed; the last one to close drops the live-state gauges."""
         with self._lock:
+            self._contexts.pop(token, None)
             self.live = max(0, self.live - 1)
             if self.live == 0:
                 self._breaker_state.clear()
@@ -345,6 +376,45 @@ class ClientMetrics(Events):
             table[label] = table.get(label, 0) + 1
 
     # -- scrape ------------------------------------------------------------------
+    def breaker_states(self) -> dict[str, int] | None:
+        """Host label -> state gauge value of every breaker the open clients hold, now.
+
+        Reads each client's breaker registry (never under this store's lock) and applies
+        the lazy open -> half_open transition, as ``breaker_state()`` does. That
+        transition is then reported (log, events, ``on_state_change``) by the next call
+        to that host or the next introspection, as it would have been without the scrape;
+        until then ``klayengo_circuit_breaker_transitions_total`` has not counted it.
+        Several breakers under one label (origins sharing a host key, clients sharing a
+        name) report the worst state. Hosts folded into ``_other`` are left out: one
+        gauge cannot hold the states of many hosts.
+
+        Returns:
+            The states, or None when no open client has a breaker registry (the caller
+            falls back to the states the events reported).
+        """
+        with self._lock:
+            refs = list(self._contexts.values())
+        found = False
+        worst: dict[str, str] = {}
+        for ref in refs:
+            context = ref()
+            registry = None if context is None else context.peek(BREAKER_REGISTRY_KEY)
+            if context is None or not isinstance(registry, BreakerRegistry):
+                continue
+            found = True
+            now = context.clock.monotonic()
+            for _, breaker in registry.items():
+                label = self.hosts.label(breaker.host)
+                if label == OTHER_HOST:
+                    continue
+                state = breaker.current_state(now)
+                seen = worst.get(label)
+                if seen is None or STATE_RANK[state] > STATE_RANK[seen]:
+                    worst[label] = state
+        if not found:
+            return None
+        return {label: BREAKER_STATES[state] for label, state in worst.items()}
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of every number, taken under the lock."""
         with self._lock:
@@ -541,7 +611,10 @@ class KlayengoCollector:
 
         for store in sorted(self.stores(), key=lambda s: s.client):
             c = store.client
+            breakers = store.breaker_states()
             snap = store.snapshot()
+            if breakers is not None:
+                snap["breaker_state"] = breakers
             for host, method, statuses, counts, total in snap["requests"]:
                 for status, n in sorted(statuses.items()):
                     add("klayengo_requests_total", [c, host, method, status], n)
@@ -621,17 +694,18 @@ def _resolve(metrics: object) -> tuple[CollectorRegistry, int] | None:
 class _Lease:
     """One client's use of a store, released exactly once (on close or collection)."""
 
-    __slots__ = ("_lock", "_store")
+    __slots__ = ("_lock", "_store", "_token")
 
-    def __init__(self, store: ClientMetrics) -> None:
+    def __init__(self, store: ClientMetrics, token: object) -> None:
         self._store: ClientMetrics | None = store
+        self._token = token
         self._lock = threading.Lock()
 
     def release(self) -> None:
         with self._lock:
             store, self._store = self._store, None
         if store is not None:
-            store.release()
+            store.release(self._token)
 
 
 def create_metrics(context: LayerContext, metrics: object) -> ClientMetrics | None:
@@ -650,8 +724,7 @@ def create_metrics(context: LayerContext, metrics: object) -> ClientMetrics | No
         return None
     registry, max_hosts = resolved
     store = collector_for(registry).store(client_label(context.name), max_hosts)
-    store.acquire(max_hosts)
-    lease = _Lease(store)
+    lease = _Lease(store, store.acquire(max_hosts, context))
     context.on_close(lease.release)
     # A client dropped without being closed releases its store when collected.
     weakref.finalize(context, lease.release)

@@ -15,7 +15,7 @@ from klayengo._httpx._transports.stack import (
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from klayengo import AsyncResilientClient, MetricsPolicy, ResilientClient
+from klayengo import AsyncResilientClient, CircuitBreakerPolicy, MetricsPolicy, ResilientClient
 from klayengo._context import LayerContext
 from klayengo._core.events import NULL_EVENTS, Events, MultiEvents
 from klayengo._metrics import (
@@ -162,16 +162,24 @@ def test_clients_are_told_apart_by_the_client_label_and_share_a_name() -> None:
 
 def test_closing_the_last_client_drops_live_gauges_only() -> None:
     registry = CollectorRegistry()
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    trips = CircuitBreakerPolicy(consecutive_failures=1)
     c1 = ResilientClient(transport=httpx.MockTransport(ok), metrics=registry, name="life")
-    c2 = ResilientClient(transport=httpx.MockTransport(ok), metrics=registry, name="life")
+    c2 = ResilientClient(
+        transport=httpx.MockTransport(fail), metrics=registry, name="life", breaker=trips
+    )
     c1.get("http://h/")
     store = c1._klayengo.peek(METRICS_KEY)
     assert isinstance(store, ClientMetrics) and store.live == 2
-    store.breaker_transition("h", "closed", "open")
-    store.cache_size(3, 300)
     labels = {"client": "life", "host": "h"}
+    assert registry.get_sample_value("klayengo_circuit_breaker_state", labels) == 0
+    assert c2.get("http://h/").status_code == 500  # c2's breaker of h opens; c1's is closed
+    store.cache_size(3, 300)
     assert registry.get_sample_value("klayengo_requests_in_flight", labels) == 0
-    assert registry.get_sample_value("klayengo_circuit_breaker_state", labels) == 1
+    assert registry.get_sample_value("klayengo_circuit_breaker_state", labels) == 1  # the worst
     assert registry.get_sample_value("klayengo_cache_entries", {"client": "life"}) == 3
     c1.close()
     c1.close()  # closing twice releases once
@@ -183,6 +191,7 @@ def test_closing_the_last_client_drops_live_gauges_only() -> None:
     assert registry.get_sample_value("klayengo_circuit_breaker_state", labels) is None
     assert registry.get_sample_value("klayengo_cache_entries", {"client": "life"}) is None
     assert requests_total(registry, "life") == 1
+    assert requests_total(registry, "life", status="500") == 1
     assert (
         registry.get_sample_value(
             "klayengo_circuit_breaker_transitions_total", {**labels, "to_state": "open"}
@@ -235,7 +244,9 @@ def test_a_dropped_registry_takes_its_collector_along() -> None:
 def test_breaker_gauge_is_not_reported_for_hosts_folded_into_other() -> None:
     registry = CollectorRegistry()
     policy = MetricsPolicy(registry=registry, max_hosts=1)
-    with ResilientClient(metrics=policy, name="fold") as client:
+    # Breakers off: the gauge follows the events (tests/metrics/test_metrics_breaker_gauge.py
+    # covers the gauge read from a real breaker registry).
+    with ResilientClient(metrics=policy, name="fold", breaker=None) as client:
         events = client._klayengo.events
         events.breaker_transition("a.example", "closed", "open")
         events.breaker_transition("b.example", "closed", "open")  # past max_hosts
