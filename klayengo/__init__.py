@@ -26,6 +26,7 @@ from ._policies import (
     RetryPolicy,
 )
 from ._server import metrics_asgi_app, serve_metrics
+from ._surface import BOUND_NAMES
 
 if _typing.TYPE_CHECKING:
     from ._bound import (
@@ -72,19 +73,6 @@ __all__ = [
     "serve_metrics",
 ]
 
-_FLAVOUR_FREE = (
-    "BreakerSnapshot",
-    "CachePolicy",
-    "CircuitBreakerPolicy",
-    "HostPolicy",
-    "MetricsPolicy",
-    "RateLimitPolicy",
-    "RedisBackend",
-    "RetryPolicy",
-    "metrics_asgi_app",
-    "serve_metrics",
-)
-
 
 def __getattr__(name: str) -> _typing.Any:
     # The httpx-bound names, imported with httpx on first use (PEP 562).
@@ -98,8 +86,8 @@ def __dir__() -> list[str]:
 
 
 # Public objects report the package as their home, as httpx's do.
-for _name in _FLAVOUR_FREE:
+for _name in sorted(set(__all__) - set(BOUND_NAMES)):  # the flavour-free names
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("klayengo."):
         _obj.__module__ = "klayengo"
-del _name, _obj, _flavour
+del _name, _obj, _flavour, BOUND_NAMES
